@@ -1,0 +1,96 @@
+"""`chexplain doctor`: what is installed, and what each command will use."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+DICOM_DECODERS = {
+    "pylibjpeg-libjpeg": "JPEG baseline/extended/lossless, JPEG-LS",
+    "pylibjpeg-openjpeg": "JPEG 2000",
+    "pylibjpeg-rle": "RLE lossless (faster)",
+    "python-gdcm": "most compressed syntaxes",
+    "pillow": "JPEG baseline, JPEG 2000 (with OpenJPEG)",
+}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _gpus() -> list[str]:
+    """NVIDIA GPUs by nvidia-smi, without importing a framework."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _onnxruntime_providers() -> list[str]:
+    try:
+        return importlib.import_module("onnxruntime").get_available_providers()
+    except Exception:
+        return []
+
+
+def collect() -> dict[str, Any]:
+    """Versions and capabilities, read from package metadata (no torch import)."""
+    from . import __version__
+
+    ort = _version("onnxruntime") or _version("onnxruntime-gpu")
+    tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13")
+    torch = _version("torch")
+    onnx_ok = bool(_version("onnx") and _version("onnxscript"))
+    gpus = _gpus()
+    providers = _onnxruntime_providers()
+    decoders = {name: _version(name) for name in DICOM_DECODERS}
+    return {
+        "chexplain": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "packages": {
+            "numpy": _version("numpy"),
+            "opencv": _version("opencv-python-headless") or _version("opencv-python"),
+            "pydicom": _version("pydicom"),
+            "onnxruntime": ort,
+            "torch": torch,
+            "torchvision": _version("torchvision"),
+            "onnx": _version("onnx"),
+            "onnxscript": _version("onnxscript"),
+            "tensorrt": tensorrt,
+        },
+        "onnxruntime_providers": providers,
+        "gpus": gpus,
+        "dicom_decoders": {k: v for k, v in decoders.items() if v},
+        "commands": {
+            "predict": f"onnxruntime ({providers[0]})" if providers else "unavailable: pip install 'chexplain[cpu]'",
+            "export": "torch + onnx" if torch and onnx_ok else "unavailable: pip install 'chexplain[export]'",
+            "build-engine": "tensorrt" if tensorrt and gpus else "unavailable: needs TensorRT and an NVIDIA GPU",
+        },
+    }
+
+
+def render(report: dict[str, Any]) -> list[str]:
+    lines = [f"chexplain {report['chexplain']} on Python {report['python']} ({report['platform']})", "", "packages:"]
+    for name, ver in report["packages"].items():
+        lines.append(f"  {name:<12} {ver or '-- not installed'}")
+    lines.append(f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
+    lines.append(f"NVIDIA GPUs: {'; '.join(report['gpus']) or 'none found'}")
+    decoders = report["dicom_decoders"]
+    lines.append("DICOM decoders: " + (", ".join(f"{k} ({DICOM_DECODERS[k]})" for k in decoders) or "none (uncompressed DICOM only)"))
+    lines += ["", "each command will use:"]
+    lines += [f"  {cmd:<13} {use}" for cmd, use in report["commands"].items()]
+    return lines

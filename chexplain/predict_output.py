@@ -1,0 +1,70 @@
+"""How `chexplain predict` shows its results: a terminal listing or one JSON document.
+
+JSON schema ``chexplain.predict/1`` (documented in README.md):
+``{"schema", "chexplain_version", "model", "backend", "thresholds", "results", "summary"}``,
+one entry in ``results`` per input, in input order, with ``status`` ``ok`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import __version__
+from .models.manifest import Manifest
+from .runtime.predict import Prediction
+
+SCHEMA = "chexplain.predict/1"
+BAR_WIDTH = 20
+
+
+def model_record(manifest: Manifest, onnx_path: str) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "architecture": manifest.architecture,
+        "onnx": onnx_path,
+        "classes": list(manifest.classes),
+        "missing_classes": list(manifest.missing_classes),
+        "status": manifest.status,
+        "demo_weights": manifest.is_demo,
+        "weights": {
+            "source": manifest.weights.source,
+            "file": manifest.weights.file,
+            "sha256": manifest.weights.sha256,
+            "training_data": manifest.weights.training_data,
+        },
+    }
+
+
+def json_document(
+    predictions: Sequence[Prediction],
+    manifest: Manifest,
+    onnx_path: str,
+    backend: str,
+    thresholds: Mapping[str, float],
+) -> dict[str, Any]:
+    failed = sum(not p.ok for p in predictions)
+    return {
+        "schema": SCHEMA,
+        "chexplain_version": __version__,
+        "model": model_record(manifest, onnx_path),
+        "backend": backend,
+        "thresholds": dict(thresholds),
+        "results": [p.to_json() for p in predictions],
+        "summary": {"inputs": len(predictions), "ok": len(predictions) - failed, "failed": failed},
+    }
+
+
+def text_lines(prediction: Prediction, thresholds: Mapping[str, float]) -> list[str]:
+    """A radiograph's probabilities as aligned bars, positives marked against their threshold."""
+    info = prediction.image
+    source = f"{info.get('width')}x{info.get('height')} {info.get('format', '').upper()}"
+    lines = [f"{prediction.input}  ({source}, {prediction.timing_ms['total']:.1f} ms)"]
+    width = max(len(c) for c in prediction.probabilities)
+    for cls, p in prediction.probabilities.items():
+        mark = "POSITIVE" if cls in prediction.findings else ""
+        bar = "#" * round(p * BAR_WIDTH)
+        lines.append(f"  {cls:<{width}}  {p:6.3f}  {bar:<{BAR_WIDTH}}  t={thresholds[cls]:.2f}  {mark}".rstrip())
+    lines.append(f"  findings: {', '.join(prediction.findings) or 'none above threshold'}")
+    lines.extend(f"  warning: {w}" for w in prediction.warnings)
+    return lines

@@ -1,0 +1,121 @@
+"""PyTorch -> one self-contained ONNX file with the manifest in its metadata."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from ..models.manifest import MANIFEST_KEY, Manifest
+
+# TensorRT 10.3 (JetPack 6) parses opsets 9 to 20.
+DEFAULT_OPSET = 20
+MAX_BATCH = 256
+
+
+class Classifier(nn.Module):
+    """The exported classifier: image in, probabilities and logits out."""
+
+    output_names = ("probabilities", "logits")
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(image)
+        return torch.sigmoid(logits), logits
+
+
+@dataclass
+class ExportedGraph:
+    path: Path
+    operators: dict[str, int]
+    seconds: float
+
+
+def operator_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How often each operator occurs, local functions included."""
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    return dict(sorted(Counter(n.op_type if not n.domain else f"{n.domain}.{n.op_type}" for n in nodes).items()))
+
+
+def export_onnx(
+    module: nn.Module,
+    manifest: Manifest,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    output_names: tuple[str, ...] | None = None,
+    extra_inputs: dict[str, torch.Tensor] | None = None,
+) -> ExportedGraph:
+    """Export ``module`` (``forward(image, **extra_inputs)``) with a dynamic batch axis.
+
+    The graph is constant-folded by the exporter's optimiser, carries its weights inside
+    the one file, and holds the manifest under ``metadata_props``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    channels, (height, width) = manifest.preprocessing.channels, manifest.preprocessing.size
+    image = torch.zeros(2, channels, height, width)
+    extra_inputs = extra_inputs or {}
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dynamic_shapes = {"image": {0: batch}, **{name: {0: batch} for name in extra_inputs}}
+    names = output_names or getattr(module, "output_names")
+    start = time.perf_counter()
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (image,),
+            kwargs=extra_inputs or None,
+            dynamo=True,
+            verbose=False,
+            opset_version=opset,
+            input_names=["image", *extra_inputs],
+            output_names=list(names),
+            dynamic_shapes=dynamic_shapes,
+            optimize=True,
+            external_data=False,
+        )
+    proto = program.model_proto
+    seconds = time.perf_counter() - start
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
+    proto.producer_name = "chexplain"
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, path)
+    return ExportedGraph(path=path, operators=operator_counts(proto), seconds=seconds)
+
+
+class _quiet_exporter:
+    """Silence the exporter's progress chatter; chexplain reports what matters."""
+
+    def __enter__(self) -> None:
+        self._levels = {}
+        for name in ("torch.onnx", "torch.export", "onnxscript"):
+            logger = logging.getLogger(name)
+            self._levels[name] = logger.level
+            logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest stored in an exported graph."""
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.metadata_props:
+        if entry.key == MANIFEST_KEY:
+            return Manifest.from_json(entry.value)
+    raise ValueError(f"{path}: no chexplain manifest in the ONNX metadata")

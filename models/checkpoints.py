@@ -1,0 +1,274 @@
+"""Load DenseNet checkpoints in the formats people have, and save chexplain's own.
+
+Supported: chexplain checkpoints (state dict + manifest), torchvision-style state
+dicts (ImageNet head kept, or replaced by a head for the CheXpert classes),
+TorchXRayVision DenseNet weights (1 input channel, 18 output slots) and CheXNet-style
+checkpoints (``module.`` / ``densenet121.`` prefixes, pre-0.4 torchvision key names).
+Output classes are matched to the CheXpert observations by name; classes a checkpoint
+was not trained on are reported as missing, never invented.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
+from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
+
+CHECKPOINT_FORMAT = "chexplain-checkpoint"
+KINDS = ("auto", "chexplain", "torchvision", "torchxrayvision", "chexnet")
+
+# TorchXRayVision's 18 output slots, in its order.
+XRV_SLOTS: tuple[str, ...] = (
+    "Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema",
+    "Fibrosis", "Effusion", "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule",
+    "Mass", "Hernia", "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum",
+)
+# Which slots each published TorchXRayVision DenseNet121 was trained on.
+_XRV_CHEX_SLOTS = (0, 1, 3, 4, 7, 8, 10, 14, 15, 16, 17)
+XRV_TRAINED_SLOTS: dict[str, tuple[int, ...]] = {
+    "all": tuple(range(18)),
+    "nih": tuple(range(14)),
+    "pc": tuple(range(14)) + (15,),
+    "chex": _XRV_CHEX_SLOTS,
+    "mimic_nb": _XRV_CHEX_SLOTS,
+    "mimic_ch": _XRV_CHEX_SLOTS,
+    "rsna": (8, 16),
+}
+# TorchXRayVision scales 8-bit pixels to [-1024, 1024]: (x01 - 0.5) * 2048.
+XRV_PREPROCESSING = Preprocessing(size=(224, 224), channels=1, mean=(0.5,), std=(1 / 2048,), crop="center")
+
+# NIH ChestX-ray14 / TorchXRayVision names that mean a CheXpert observation.
+_ALIASES = {"effusion": "pleural effusion"}
+
+_OLD_DENSELAYER_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be loaded, with the reason."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _normalise_name(name: str) -> str:
+    key = name.replace("_", " ").strip().lower()
+    return _ALIASES.get(key, key)
+
+
+def match_chexpert_classes(source_names: Sequence[str]) -> tuple[list[int], list[str], list[str]]:
+    """Map a checkpoint's output names onto the CheXpert observations by name.
+
+    Returns (source rows, their CheXpert names, CheXpert classes with no source), in
+    CheXpert order. Empty source names (untrained slots) never match.
+    """
+    lookup = {_normalise_name(n): i for i, n in enumerate(source_names) if n}
+    rows, names, missing = [], [], []
+    for cls in CHEXPERT_CLASSES:
+        row = lookup.get(_normalise_name(cls))
+        if row is None:
+            missing.append(cls)
+        else:
+            rows.append(row)
+            names.append(cls)
+    return rows, names, missing
+
+
+def _read(path: Path, trust_pickle: bool) -> object:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # zip, or legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not trust_pickle:
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects, not only tensors; loading it runs code from the "
+                "file. Pass --trust-pickle (trust_pickle=True) only if you trust its source"
+            ) from error
+    except Exception as error:  # corrupt zip, not a torch file, ...
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(error).__name__}: {error})") from error
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise CheckpointError(f"{path}: cannot unpickle ({type(error).__name__}: {error})") from error
+
+
+def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """Find the state dict inside what a training script saved."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj:
+                return _state_dict_of(obj[key], path)
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+    raise CheckpointError(f"{path}: no state dict found (a mapping of parameter names to tensors)")
+
+
+def canonical_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DataParallel/wrapper prefixes and rename pre-0.4 torchvision keys."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "densenet121.", "model."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        key = key.replace("classifier.0.", "classifier.")  # Sequential(Linear, Sigmoid) heads
+        match = _OLD_DENSELAYER_KEY.match(key)
+        if match:
+            key = match.group(1) + match.group(2)
+        out[key] = value
+    return out
+
+
+def _architecture_of(state: Mapping[str, torch.Tensor], path: Path) -> str:
+    blocks = []
+    for b in range(1, 5):
+        layers = {k.split(".")[2] for k in state if k.startswith(f"features.denseblock{b}.")}
+        blocks.append(len(layers))
+    for name, config in DENSENET_CONFIGS.items():
+        if tuple(blocks) == tuple(config["block_config"]):  # type: ignore[arg-type]
+            return name
+    raise CheckpointError(f"{path}: not a DenseNet121/169/201 state dict (dense layers per block: {blocks})")
+
+
+def _detect_kind(raw: object, state: Mapping[str, torch.Tensor]) -> str:
+    if isinstance(raw, Mapping) and raw.get("format") == CHECKPOINT_FORMAT:
+        return "chexplain"
+    if any(k.startswith(("module.", "densenet121.")) for k in state):
+        return "chexnet"
+    conv0 = state.get("features.conv0.weight")
+    head = state.get("classifier.weight")
+    if conv0 is not None and conv0.shape[1] == 1 and head is not None and head.shape[0] == len(XRV_SLOTS):
+        return "torchxrayvision"
+    return "torchvision"
+
+
+def _build(state: dict[str, torch.Tensor], path: Path, num_classes: int) -> DenseNet:
+    architecture = _architecture_of(state, path)
+    in_channels = int(state["features.conv0.weight"].shape[1])
+    model = build_densenet(architecture, num_classes=num_classes, in_channels=in_channels)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: parameters do not fit {architecture}: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
+    return model.eval()
+
+
+def _select_head(state: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    state["classifier.weight"] = state["classifier.weight"][rows].clone()
+    state["classifier.bias"] = state["classifier.bias"][rows].clone()
+    return state
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    kind: str = "auto",
+    source_classes: Sequence[str] | None = None,
+    xrv_weights: str = "all",
+    trust_pickle: bool = False,
+    name: str | None = None,
+) -> tuple[DenseNet, Manifest]:
+    """Load a DenseNet checkpoint and describe it with a manifest.
+
+    ``source_classes`` names the checkpoint's output rows when they are not the 14
+    CheXpert observations in CheXpert order. ``xrv_weights`` names the TorchXRayVision
+    weights (``all``, ``nih``, ``pc``, ``chex``, ``mimic_nb``, ``mimic_ch``, ``rsna``, with
+    or without the ``densenet121-res224-`` prefix) so only its trained slots are used.
+    """
+    path = Path(path)
+    if kind not in KINDS:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {', '.join(KINDS)}")
+    raw = _read(path, trust_pickle)
+    state = _state_dict_of(raw, path)
+    kind = _detect_kind(raw, state) if kind == "auto" else kind
+    state = canonical_keys(state)
+    state.pop("op_threshs", None)
+    if "classifier.weight" not in state:
+        raise CheckpointError(f"{path}: no classifier.weight in the state dict")
+    weights = Weights(source=kind, file=path.name, sha256=sha256_of(path), training_data="unknown")
+    name = name or path.stem
+
+    if kind == "chexplain":
+        manifest = Manifest.from_dict(raw["manifest"])  # type: ignore[index]
+        manifest.weights.sha256 = weights.sha256
+        model = _build(state, path, len(manifest.classes))
+        return model, manifest
+
+    if kind == "torchxrayvision":
+        short = xrv_weights.removeprefix("densenet121-res224-")
+        if short not in XRV_TRAINED_SLOTS:
+            raise CheckpointError(f"unknown TorchXRayVision weights {xrv_weights!r}; known: {', '.join(XRV_TRAINED_SLOTS)}")
+        trained = set(XRV_TRAINED_SLOTS[short])
+        source_classes = [n if i in trained else "" for i, n in enumerate(XRV_SLOTS)]
+        preprocessing = XRV_PREPROCESSING
+        weights.training_data = f"TorchXRayVision densenet121-res224-{short}"
+    else:
+        preprocessing = Preprocessing()
+        if kind == "chexnet":
+            weights.training_data = "CheXNet-style checkpoint"
+
+    outputs = int(state["classifier.weight"].shape[0])
+    if source_classes is None:
+        if outputs == len(CHEXPERT_CLASSES):
+            source_classes = CHEXPERT_CLASSES
+        elif kind == "torchvision" and outputs == 1000:
+            return _with_new_head(state, path, name, weights)
+        else:
+            raise CheckpointError(
+                f"{path}: the classifier has {outputs} outputs; name them with source_classes "
+                f"(--source-classes) so they can be matched to the CheXpert observations"
+            )
+    if len(source_classes) != outputs:
+        raise CheckpointError(f"{path}: {len(source_classes)} class names given for {outputs} classifier outputs")
+    rows, classes, missing = match_chexpert_classes(source_classes)
+    if not rows:
+        raise CheckpointError(f"{path}: none of the checkpoint's classes is a CheXpert observation")
+    model = _build(_select_head(state, rows), path, len(rows))
+    manifest = Manifest(
+        name=name,
+        architecture=_architecture_of(state, path),
+        classes=tuple(classes),
+        missing_classes=tuple(missing),
+        preprocessing=preprocessing,
+        weights=weights,
+    )
+    return model, manifest
+
+
+def _with_new_head(state: dict[str, torch.Tensor], path: Path, name: str, weights: Weights) -> tuple[DenseNet, Manifest]:
+    """An ImageNet backbone with a fresh (seeded) head for the CheXpert classes."""
+    backbone = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    torch.manual_seed(0)
+    model = build_densenet(_architecture_of(state, path), num_classes=len(CHEXPERT_CLASSES))
+    model.load_state_dict(backbone, strict=False)
+    weights.training_data = "ImageNet backbone; CheXpert head untrained (seed 0)"
+    return model.eval(), Manifest(name=name, architecture=_architecture_of(state, path), weights=weights)
+
+
+def save_checkpoint(model: torch.nn.Module, manifest: Manifest, path: str | Path, half: bool = False) -> Path:
+    """Write a chexplain checkpoint: the state dict (optionally FP16) and the manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save({"format": CHECKPOINT_FORMAT, "manifest": manifest.to_dict(), "state_dict": state}, path)
+    return path

@@ -1,0 +1,35 @@
+"""Shared fixtures: real radiographs, and one exported default model for the whole session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+IMAGES = DATA / "images"
+DICOMS = DATA / "dicom"
+RG1_J2K_MONOCHROME1 = DICOMS / "RG1_J2KI.dcm"
+RG2_HIP = DICOMS / "RG2_JPLL.dcm"
+SIIM = DICOMS / "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+SIIM_FLIPPED = DICOMS / "txv_Fake_MONOHR1.dcm"
+
+
+@pytest.fixture(scope="session")
+def radiographs() -> list[Path]:
+    return sorted(IMAGES.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
+    """The default model exported once (ONNX + report), in a private artifacts folder."""
+    from chexplain.export import export_model
+
+    root = tmp_path_factory.mktemp("artifacts")
+    export_model("densenet121-chexpert", root, radiographs[:3] + [SIIM], log=lambda _: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def default_onnx(artifacts: Path) -> Path:
+    return artifacts / "densenet121-chexpert" / "model.onnx"
