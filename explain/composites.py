@@ -1,0 +1,84 @@
+"""Named LRP composites: which rule each layer gets, as Zennit's composites assign them.
+
+Every composite shares Zennit's base map: ReLU and unmerged BatchNorm get Pass, average
+pooling and additions get Norm; max pooling, concatenation and reshapes get the
+gradient. Conv2d/Linear (and the first layer) get the rules below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .graph import OpNode
+from .lrp import DEFAULT_STABILIZER, AlphaBeta, Epsilon, Flat, Gamma, LayerRule, NormPool, NormSum, ZBox, ZPlus
+from .rules import Pass, Rule, gradient_rule
+
+DEFAULT_EPSILON = 1.0  # the study's epsilon; also keeps deep networks far from float32 overflow
+
+
+@dataclass
+class Composite:
+    """Rules for convolutions, dense layers and the first layer."""
+
+    name: str
+    conv: LayerRule
+    linear: LayerRule
+    first: LayerRule | None = None
+    stabilizer: float = DEFAULT_STABILIZER
+
+    def rule_for(self, op: OpNode, is_first: bool) -> Rule:
+        if op.kind in ("conv", "linear"):
+            if is_first and self.first is not None:
+                return self.first.build(op)
+            return (self.conv if op.kind == "conv" else self.linear).build(op)
+        if op.kind in ("relu", "batchnorm"):
+            return Pass()
+        if op.kind in ("avgpool", "adaptive_avgpool"):
+            return NormPool(op, self.stabilizer)
+        if op.kind == "add":
+            return NormSum(self.stabilizer)
+        return gradient_rule(op)
+
+
+Bounds = tuple[torch.Tensor, torch.Tensor]
+
+
+def _require(bounds: Bounds | None, name: str) -> Bounds:
+    if bounds is None:
+        raise ValueError(f"the {name} composite needs the input bounds (low, high) of the normalised image")
+    return bounds
+
+
+COMPOSITES: dict[str, Callable[..., Composite]] = {
+    "epsilon": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon", Epsilon(epsilon), Epsilon(epsilon), stabilizer=stabilizer),
+    "z": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "z", Epsilon(stabilizer), Epsilon(stabilizer), stabilizer=stabilizer),
+    "alpha2beta1": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "alpha2beta1", AlphaBeta(2, 1, stabilizer), AlphaBeta(2, 1, stabilizer), stabilizer=stabilizer),
+    "alpha1beta0": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "alpha1beta0", AlphaBeta(1, 0, stabilizer), AlphaBeta(1, 0, stabilizer), stabilizer=stabilizer),
+    "epsilon-plus": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon-plus", ZPlus(stabilizer), Epsilon(epsilon), stabilizer=stabilizer),
+    "epsilon-plus-flat": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon-plus-flat", ZPlus(stabilizer), Epsilon(epsilon), Flat(stabilizer), stabilizer),
+    "epsilon-alpha2beta1": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon-alpha2beta1", AlphaBeta(2, 1, stabilizer), Epsilon(epsilon), stabilizer=stabilizer),
+    "epsilon-gamma-box": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon-gamma-box", Gamma(gamma, stabilizer), Epsilon(epsilon),
+        ZBox(*_require(bounds, "epsilon-gamma-box"), stabilizer), stabilizer),
+    "deep-taylor": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "deep-taylor", ZPlus(stabilizer), ZPlus(stabilizer), ZBox(*_require(bounds, "deep-taylor"), stabilizer), stabilizer),
+}
+
+
+def make_composite(name: str, epsilon: float = DEFAULT_EPSILON, stabilizer: float = DEFAULT_STABILIZER,
+                   gamma: float = 0.25, bounds: Bounds | None = None) -> Composite:
+    try:
+        factory = COMPOSITES[name]
+    except KeyError:
+        raise ValueError(f"unknown LRP composite {name!r}; known: {', '.join(COMPOSITES)}") from None
+    return factory(epsilon, stabilizer, gamma, bounds)

@@ -1,0 +1,175 @@
+"""`Explainer`: one forward, then every requested explanation for K classes in one batched pass.
+
+```python
+explainer = Explainer(model, methods=[GradCAM(layer="features.norm5"), LRP(composite="epsilon", epsilon=1.0)])
+out = explainer(x, targets)  # x [B, C, H, W]; targets int64 [B, K]
+out["probabilities"], out["logits"], out["gradcam"] [B, K, h, w], out["lrp"] [B, K, H, W]
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cam import VARIANTS, cam
+from .composites import DEFAULT_EPSILON, make_composite
+from .graph import OpNode, run_forward, trace
+from .lrp import DEFAULT_STABILIZER
+from .rules import gradient_rule
+
+DEFAULT_LAYER = "features.norm5"
+
+
+@dataclass(frozen=True)
+class GradCAM:
+    """A Grad-CAM-family map at ``layer`` (a module path or traced node name)."""
+
+    layer: str = DEFAULT_LAYER
+    variant: str = "gradcam"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown Grad-CAM variant {self.variant!r}; known: {', '.join(VARIANTS)}")
+
+    @property
+    def key(self) -> str:
+        return f"gradcam/{self.variant}"
+
+
+@dataclass(frozen=True)
+class LRP:
+    """LRP with a named composite; ``bounds`` (low, high per input channel) for z-box rules."""
+
+    composite: str = "epsilon"
+    epsilon: float = DEFAULT_EPSILON
+    stabilizer: float = DEFAULT_STABILIZER
+    gamma: float = 0.25
+    bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"lrp/{self.composite}"
+
+
+def _sanitise(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class Explainer(nn.Module):
+    """A model and its explanations as one feed-forward module (exportable to ONNX)."""
+
+    def __init__(self, model: nn.Module, methods: list[GradCAM | LRP] | tuple[GradCAM | LRP, ...] = (GradCAM(),)) -> None:
+        super().__init__()
+        model = copy.deepcopy(model).eval()
+        self.model = model
+        self.graph_module, self.nodes = trace(model)
+        self.methods = list(methods)
+        keys = [m.key for m in self.methods]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"methods repeat an output: {keys}")
+        self.output_keys = self._output_keys()
+        self._input = self.nodes[0].name
+        self._logits = self.nodes[-1].inputs[0]
+        linear_nodes = [op for op in self.nodes if op.kind in ("conv", "linear")]
+        self._first_layer = linear_nodes[0].name if linear_nodes else None
+        self.cam_layers = {m.layer: self._resolve_layer(m.layer) for m in self.methods if isinstance(m, GradCAM)}
+        self.gradient_rules = nn.ModuleDict(
+            {op.name: gradient_rule(op) for op in self.nodes if op.kind not in ("input", "output", "shape")}
+        )
+        self.lrp_rules = nn.ModuleDict()
+        for method in self.methods:
+            if isinstance(method, LRP):
+                bounds = None if method.bounds is None else tuple(torch.tensor(b) for b in method.bounds)
+                composite = make_composite(method.composite, method.epsilon, method.stabilizer, method.gamma, bounds)
+                self.lrp_rules[_sanitise(method.composite)] = nn.ModuleDict(
+                    {op.name: composite.rule_for(op, op.name == self._first_layer)
+                     for op in self.nodes if op.kind not in ("input", "output", "shape")}
+                )
+
+    def _output_keys(self) -> dict[str, str]:
+        """Output name per method key: bare 'gradcam'/'lrp' when a family is requested once."""
+        families = [m.key.split("/")[0] for m in self.methods]
+        return {m.key: (f if families.count(f) == 1 else m.key) for m, f in zip(self.methods, families)}
+
+    def _resolve_layer(self, layer: str) -> OpNode:
+        matches = [op for op in self.nodes if op.target == layer] or [op for op in self.nodes if op.name == layer]
+        inside = [op for op in self.nodes if layer in op.scopes and op.kind != "shape"]
+        if not matches and inside:  # a container (a dense block, a ResNet stage): its last operation
+            matches = inside[-1:]
+        if len(matches) != 1:
+            known = [op.target for op in self.nodes if op.module is not None]
+            raise ValueError(
+                f"target layer {layer!r} is not one traced node (found {len(matches)}); "
+                f"{len(known)} layers, e.g. {', '.join(known[:2])} ... {', '.join(known[-3:])}"
+            )
+        if matches[0].kind in ("input", "output", "shape"):
+            raise ValueError(f"target layer {layer!r} has no feature map")
+        return matches[0]
+
+    def _consumers(self, name: str) -> list[OpNode]:
+        return [op for op in self.nodes if name in op.inputs]
+
+    def activation_at(self, op: OpNode, env: dict) -> torch.Tensor:
+        """The feature map the next layers see: after the ReLU when a ReLU is its only consumer.
+
+        torchvision's DenseNet applies ``F.relu(inplace=True)`` to ``features.norm5``, so the
+        activations stored there (by hooks, as pytorch-grad-cam does) are post-ReLU while the
+        gradient is the one at the BatchNorm output; chexplain reads the same pair.
+        """
+        consumers = self._consumers(op.name)
+        if len(consumers) == 1 and consumers[0].kind == "relu":
+            return env[consumers[0].name]
+        return env[op.name]
+
+    def reverse(self, rules: nn.ModuleDict, env: dict, seed: torch.Tensor, capture: set[str] | None = None) -> dict[str, torch.Tensor]:
+        """Walk the nodes backwards from the logits; returns what arrived at ``capture`` (or the input)."""
+        pending: dict[str, torch.Tensor] = {self._logits: seed}
+        captured: dict[str, torch.Tensor] = {}
+        wanted = set(capture) if capture else {self._input}
+        for op in reversed(self.nodes):
+            if op.name not in pending:
+                continue
+            grad = pending.pop(op.name)
+            if op.name in wanted:
+                captured[op.name] = grad
+                if len(captured) == len(wanted):
+                    break
+            if op.kind == "input":
+                continue
+            for name, part in zip(op.inputs, rules[op.name].backward(grad, [env[n] for n in op.inputs], env[op.name])):
+                pending[name] = pending[name] + part if name in pending else part
+        return captured
+
+    def class_gradients(self, image: torch.Tensor, targets: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """d logit[target] / d output of each layer (the input when ``layers`` is None): [B, K, ...]."""
+        env = run_forward(self.nodes, image)
+        names = [self._resolve_layer(layer).name for layer in layers] if layers else [self._input]
+        onehot = F.one_hot(targets, env[self._logits].shape[1]).to(image.dtype)
+        captured = self.reverse(self.gradient_rules, env, onehot, capture=set(names))
+        return {layer: captured[name] for layer, name in zip(layers or ["input"], names)}
+
+    def forward(self, image: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        env = run_forward(self.nodes, image)
+        logits = env[self._logits]
+        out = {"probabilities": torch.sigmoid(logits), "logits": logits}
+        if targets is None:
+            targets = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+        onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)  # [B, K, N]
+        if self.cam_layers:
+            layers = {op.name for op in self.cam_layers.values()}
+            gradients = self.reverse(self.gradient_rules, env, onehot, capture=layers)
+            for method in self.methods:
+                if isinstance(method, GradCAM):
+                    op = self.cam_layers[method.layer]
+                    out[self.output_keys[method.key]] = cam(method.variant, self.activation_at(op, env), gradients[op.name])
+        for method in self.methods:
+            if isinstance(method, LRP):
+                seed = onehot * logits.unsqueeze(1)
+                relevance = self.reverse(self.lrp_rules[_sanitise(method.composite)], env, seed)[self._input]
+                out[self.output_keys[method.key]] = relevance.sum(2)
+        return out

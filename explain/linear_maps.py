@@ -1,0 +1,82 @@
+"""Convolutions and dense layers as maps with a precomputed input-gradient (VJP).
+
+The VJP of a stride-1 convolution is itself a convolution with transposed, flipped
+weights (the fastest kernel in every runtime); strided ones use ConvTranspose. Each map
+holds its (possibly modified: W+, W-, W**2, ...) weights as buffers, so they export as
+constants.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def fold(t: torch.Tensor) -> torch.Tensor:
+    """[B, K, ...] -> [B*K, ...]"""
+    return t.flatten(0, 1)
+
+
+def unfold(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B*K, ...] -> [B, K, ...] with B and K taken from ``like``."""
+    return t.unflatten(0, (like.shape[0], like.shape[1]))
+
+
+class ConvMap(nn.Module):
+    """x -> conv(x, W) + b with fixed geometry, and its VJP."""
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"unsupported convolution padding {conv.padding!r}/{conv.padding_mode}")
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        kernel = weight.shape[2:]
+        back_padding = [d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding)]
+        self.as_conv = self.stride == (1, 1) and self.groups == 1 and min(back_padding) >= 0
+        self.back_padding = tuple(back_padding)
+        if self.as_conv:
+            self.register_buffer("flipped", weight.detach().transpose(0, 1).flip(2, 3).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def vjp(self, g: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        """Input-gradient of ``g`` [B, K, C_out, h, w] -> [B, K, C_in, H, W]."""
+        flat = fold(g)
+        if self.as_conv:
+            out = F.conv2d(flat, self.flipped, None, 1, self.back_padding, self.dilation)
+        else:
+            size_out = flat.shape[2:]
+            kernel = self.weight.shape[2:]
+            extra = [
+                int(n_in) - ((int(n_out) - 1) * s - 2 * p + d * (k - 1) + 1)
+                for n_in, n_out, s, p, d, k in zip(input_shape[2:], size_out, self.stride, self.padding, self.dilation, kernel)
+            ]
+            out = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding, tuple(extra), self.groups, self.dilation)
+        return unfold(out, g)
+
+
+class DenseMap(nn.Module):
+    """x -> x W^T + b, and its VJP."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def vjp(self, g: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        return g @ self.weight
+
+
+def linear_map(layer: nn.Module, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> ConvMap | DenseMap:
+    """The map of a Conv2d or Linear layer, with its own or modified parameters."""
+    weight = layer.weight if weight is None else weight
+    if isinstance(layer, nn.Conv2d):
+        return ConvMap(layer, weight, bias)
+    return DenseMap(weight, bias)

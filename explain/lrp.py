@@ -1,0 +1,213 @@
+"""LRP rules and composites, defined as Zennit defines them.
+
+A layer rule redistributes relevance R through ``z = sum_t sign_t * (W_t src_t(x) + b_t)``:
+``R_in = sum_t sign_t * src_t(x) * W_t^T (R / stabilise(z))``, group by group (AlphaBeta
+and Gamma have a positive and a negative group). The modified weights (W+, W-, ones,
+W**2, W + gamma W+ ...) are built once, when the explainer is built, and kept as buffers;
+the denominators depend on the forward only and are computed once for every class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .graph import OpNode
+from .linear_maps import linear_map
+from .rules import AvgPoolGradient, Pass, Rule
+
+DEFAULT_STABILIZER = 1e-6
+
+
+def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser)."""
+    return z + epsilon * ((z == 0).to(z.dtype) + z.sign())
+
+
+@dataclass(frozen=True)
+class Term:
+    source: str  # x | pos | neg | ones | low | high
+    weight: str  # key of the modified weight
+    bias: str | None  # key of the modified bias, None for no bias
+    sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class Group:
+    terms: tuple[Term, ...]
+    scale: float = 1.0
+    where: str | None = None  # "positive"/"negative": only where the unmodified output is
+
+
+ParamFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LayerRule:
+    """A rule for Conv2d/Linear layers: named parameter modifications and groups of terms."""
+
+    name: str
+    groups: tuple[Group, ...]
+    params: dict[str, ParamFn]
+    stabilizer: float = DEFAULT_STABILIZER
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def build(self, op: OpNode) -> "LayerRelevance":
+        return LayerRelevance(self, op.module)
+
+
+def _pos(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(min=0)
+
+
+def _neg(p: torch.Tensor) -> torch.Tensor:
+    return p.clamp(max=0)
+
+
+def Epsilon(epsilon: float = DEFAULT_STABILIZER) -> LayerRule:
+    """LRP-epsilon; epsilon = 1e-6 is LRP-0 (the z rule) with a stabiliser."""
+    return LayerRule("epsilon", (Group((Term("x", "w", "b"),)),), {"w": lambda p: p}, stabilizer=epsilon)
+
+
+def ZPlus(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """z+ (alpha1-beta0), as Zennit's ZPlus: positive bias only in the positive term."""
+    group = Group((Term("pos", "w+", "b+"), Term("neg", "w-", None)))
+    return LayerRule("zplus", (group,), {"w+": _pos, "w-": _neg}, stabilizer)
+
+
+def AlphaBeta(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    if alpha < 0 or beta < 0 or abs(alpha - beta - 1.0) > 1e-12:
+        raise ValueError("alpha-beta needs alpha, beta >= 0 and alpha - beta = 1")
+    positive = Group((Term("pos", "w+", "b+"), Term("neg", "w-", None)), scale=alpha)
+    negative = Group((Term("pos", "w-", "b-"), Term("neg", "w+", None)), scale=-beta)
+    return LayerRule(f"alpha{alpha:g}beta{beta:g}", (positive, negative), {"w+": _pos, "w-": _neg}, stabilizer)
+
+
+def Gamma(gamma: float = 0.25, stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """Generalised gamma rule (Zennit's Gamma), for positive and negative outputs."""
+    params = {"g+": lambda p: p + gamma * p.clamp(min=0), "g-": lambda p: p + gamma * p.clamp(max=0)}
+    positive = Group((Term("pos", "g+", "g+"), Term("neg", "g-", None)), where="positive")
+    negative = Group((Term("pos", "g-", "g-"), Term("neg", "g+", None)), where="negative")
+    return LayerRule(f"gamma{gamma:g}", (positive, negative), params, stabilizer)
+
+
+def Flat(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """Uniform redistribution over the receptive field."""
+    return LayerRule("flat", (Group((Term("ones", "1", None),)),), {"1": torch.ones_like}, stabilizer)
+
+
+def WSquare(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """Redistribution by squared weights (Zennit squares the bias too)."""
+    return LayerRule("wsquare", (Group((Term("ones", "w2", "w2"),)),), {"w2": lambda p: p**2}, stabilizer)
+
+
+def ZBox(low: torch.Tensor, high: torch.Tensor, stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """z-box for the first layer: the input lies in [low, high] (per channel)."""
+    terms = (Term("x", "w", "b"), Term("low", "w+", "b+", -1.0), Term("high", "w-", "b-", -1.0))
+    rule = LayerRule("zbox", (Group(terms),), {"w": lambda p: p, "w+": _pos, "w-": _neg}, stabilizer)
+    rule.bounds = (low, high)
+    return rule
+
+
+_ATTRIBUTE_NAMES = {
+    "w": "w", "w+": "wpos", "w-": "wneg", "1": "ones", "w2": "wsq", "g+": "gpos", "g-": "gneg",
+    "b": "b", "b+": "bpos", "b-": "bneg",
+}
+
+
+class LayerRelevance(Rule):
+    """A LayerRule bound to one Conv2d/Linear layer, with its modified parameters as buffers."""
+
+    def __init__(self, rule: LayerRule, layer: nn.Module) -> None:
+        super().__init__()
+        self.groups, self.stabilizer = rule.groups, rule.stabilizer
+        weight_keys = {t.weight for g in rule.groups for t in g.terms}
+        bias_keys = {t.bias for g in rule.groups for t in g.terms if t.bias}
+        self.maps = nn.ModuleDict({self._key(k): linear_map(layer, self._modified(rule, k, layer.weight)) for k in weight_keys})
+        bias = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
+        for key in bias_keys:
+            self.register_buffer(self._bias_name(key), self._modified(rule, key, bias).detach().clone())
+        self.spatial = isinstance(layer, nn.Conv2d)
+        if rule.bounds is not None:
+            shape = (1, -1, 1, 1) if self.spatial else (1, -1)
+            self.register_buffer("low", torch.as_tensor(rule.bounds[0], dtype=torch.float32).reshape(shape))
+            self.register_buffer("high", torch.as_tensor(rule.bounds[1], dtype=torch.float32).reshape(shape))
+
+    @staticmethod
+    def _modified(rule: LayerRule, key: str, param: torch.Tensor) -> torch.Tensor:
+        if key in rule.params:
+            return rule.params[key](param.detach())
+        return {"b": lambda p: p, "b+": _pos, "b-": _neg}[key](param.detach())
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return _ATTRIBUTE_NAMES[key]
+
+    def _bias_name(self, key: str) -> str:
+        return "bias_" + _ATTRIBUTE_NAMES[key]
+
+    def _source(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        if name == "x":
+            return x
+        if name == "pos":
+            return x.clamp(min=0)
+        if name == "neg":
+            return x.clamp(max=0)
+        if name == "ones":
+            return torch.ones_like(x)
+        return getattr(self, name).expand_as(x)  # low / high
+
+    def _bias(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        bias = getattr(self, self._bias_name(key))
+        return bias.reshape(-1, 1, 1) if self.spatial else bias
+
+    def backward(self, grad, inputs, output):
+        x = inputs[0]
+        relevance = None
+        for group in self.groups:
+            sources = [self._source(t.source, x) for t in group.terms]
+            z = None
+            for term, source in zip(group.terms, sources):
+                contribution = self.maps[self._key(term.weight)](source)
+                if term.bias:
+                    contribution = contribution + self._bias(term.bias, contribution)
+                contribution = contribution * term.sign
+                z = contribution if z is None else z + contribution
+            share = grad * (group.scale / stabilize(z, self.stabilizer)).unsqueeze(1)
+            if group.where == "positive":
+                share = share * (output > 0).unsqueeze(1).to(share.dtype)
+            elif group.where == "negative":
+                share = share * (output < 0).unsqueeze(1).to(share.dtype)
+            for term, source in zip(group.terms, sources):
+                part = source.unsqueeze(1) * self.maps[self._key(term.weight)].vjp(share, x.shape) * term.sign
+                relevance = part if relevance is None else relevance + part
+        return [relevance]
+
+
+class NormPool(Rule):
+    """Zennit's Norm on average pooling: x * pool^T(R / stabilise(pool(x)))."""
+
+    def __init__(self, op: OpNode, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__()
+        self.pool = AvgPoolGradient(op.module)
+        self.stabilizer = stabilizer
+
+    def backward(self, grad, inputs, output):
+        x = inputs[0]
+        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
+        return [x.unsqueeze(1) * self.pool.spread(share, x, output)]
+
+
+class NormSum(Rule):
+    """Zennit's Norm on an addition: each summand's share of the sum."""
+
+    def __init__(self, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__()
+        self.stabilizer = stabilizer
+
+    def backward(self, grad, inputs, output):
+        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
+        return [x.unsqueeze(1) * share for x in inputs]
