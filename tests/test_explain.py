@@ -244,3 +244,18 @@ def test_output_names_and_shapes(densenet, radiograph_batch):
     assert set(out) == {"probabilities", "logits", "gradcam", "lrp"}
     assert out["gradcam"].shape == (2, 3, 7, 7) and out["lrp"].shape == (2, 3, 224, 224)
     torch.testing.assert_close(out["probabilities"], torch.sigmoid(out["logits"]))
+
+
+def test_in_place_relus_leave_the_explanation_unchanged(radiograph_batch):
+    """torchvision's ReLU(inplace=True) and F.relu(..., inplace=True) run out of place in the explainer."""
+    reference = _seeded(torchvision.models.resnet18, num_classes=14)
+    in_place = copy.deepcopy(reference)
+    for module in in_place.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+    methods = [GradCAM("layer3"), LRP("epsilon")]
+    with torch.no_grad():
+        expected = Explainer(reference, methods)(radiograph_batch, TARGETS.expand(2, -1))
+        got = Explainer(in_place, methods)(radiograph_batch, TARGETS.expand(2, -1))
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
