@@ -1,4 +1,5 @@
-# chexplain: `make export` exports the default model and explains a sample radiograph;
+# chexplain: `make export` exports the default model with its explanations and explains a
+# sample radiograph;
 # `make test` runs the test suite. Both create and reuse the virtual environment .venv.
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
-	$(BIN)/chexplain predict $(SAMPLE)
+	$(BIN)/chexplain explain $(SAMPLE) --out artifacts/explanations
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q

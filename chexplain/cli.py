@@ -111,6 +111,80 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+              help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, or an .onnx file.")
+@click.option("--method", "methods", multiple=True, metavar="METHOD",
+              help="gradcam, gradcam++, hirescam, layercam, guided-gradcam or lrp:<composite>; repeatable "
+                   "[default: every method in the graph].")
+@click.option("--classes", default=None, metavar="topk:N|all|A,B",
+              help="Classes to explain [default: the graph's own choice, e.g. topk:3]. With an in-graph top-k, "
+                   "topk:N keeps the N most probable; a graph exported with --classes input takes all or names.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("explanations"),
+              show_default=True, help="Output folder: <out>/<image>/ per radiograph and <out>/index.json.")
+@click.option("--opacity", type=click.FloatRange(0, 1), default=0.6, show_default=True, help="Heatmap opacity.")
+@click.option("--no-arrays", is_flag=True, help="Skip the .npy maps (they are float32 at the original resolution).")
+@click.option("--json", "as_json", is_flag=True, help="Print index.json (schema chexplain.explain/1) to stdout.")
+@click.option("--threshold", "thresholds", multiple=True, metavar="[CLASS=]T", help="As for predict; repeatable.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--allow-any-view", is_flag=True, help="Also explain non-chest and lateral DICOMs.")
+def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_json, thresholds, threads, allow_any_view) -> None:
+    """Explain radiographs: probabilities and, per class and method, a heatmap on the original image.
+
+    Writes overlays (PNG; sequential colours for CAMs, blue-white-red for signed LRP), the
+    maps as .npy on the original pixel grid, a side-by-side sheet per image and index.json.
+    Exit code 0 when every input was explained, 1 when some failed, 2 on usage errors.
+    """
+    from .predict_output import json_document
+    from .runtime.backends import open_backend
+    from .runtime.errors import ModelNotFoundError
+    from .runtime.explain import (
+        ExplanationWriter, explain_record, graph_methods, graph_top_k, input_targets, run_explain, select_methods,
+    )
+    from .runtime.predict import Predictor
+    from .runtime.reader import expand_inputs
+
+    try:
+        engine = open_backend(model, "auto", threads=threads)
+        settings = engine.manifest.explanations
+        chosen = select_methods(graph_methods(settings), methods)
+        keep = graph_top_k(settings, classes)
+        targets = input_targets(settings, classes, engine.manifest.classes)
+    except (ModelNotFoundError, ImportError, ValueError) as error:
+        raise click.UsageError(str(error)) from None
+    manifest = engine.manifest
+    predictor = Predictor(engine, parse_thresholds(thresholds, manifest.classes), allow_any_view=allow_any_view)
+    paths = expand_inputs(inputs)
+    if not paths:
+        _error(f"no radiographs found in {', '.join(inputs)}")
+        sys.exit(EXIT_SOME_FAILED)
+    writer = ExplanationWriter(out_dir, chosen, opacity=opacity, arrays=not no_arrays)
+    if not as_json:
+        click.echo(manifest.banner())
+        click.echo(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}")
+    predictions, records = [], []
+    for index, (prediction, explained, sheet_path) in enumerate(run_explain(predictor, paths, writer, keep, targets), 1):
+        predictions.append(prediction)
+        records.append(explain_record(prediction, explained, sheet_path))
+        if not prediction.ok:
+            _error(f"{prediction.input}: {prediction.error}")
+        elif not as_json:
+            listed = ", ".join(f"{e.name} {e.probability:.2f}" for e in explained)
+            click.echo(f"[{index}/{len(paths)}] {prediction.input}: explained {listed} "
+                       f"({prediction.timing_ms['total']:.0f} ms) -> {sheet_path}")
+    document = json_document(predictions, manifest, str(engine.path), engine.describe(), predictor.thresholds)
+    document.update(schema="chexplain.explain/1", results=records,
+                    methods=[m.label for m in chosen], explanations=settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "index.json").write_text(json.dumps(document, indent=2) + "\n")
+    click.echo(json.dumps(document, indent=2) if as_json else f"index: {out_dir / 'index.json'}")
+    failed = sum(not p.ok for p in predictions)
+    if failed:
+        _warning(f"{failed} of {len(predictions)} inputs failed")
+        sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command()
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
               help="Model name or checkpoint file (chexplain, torchvision, TorchXRayVision or CheXNet style).")
 @click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -127,8 +201,20 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
               help="Which TorchXRayVision weights a file holds (all, nih, pc, chex, mimic_nb, mimic_ch, rsna).")
 @click.option("--name", default=None, help="Model name for the artifacts folder [default: from the checkpoint].")
 @click.option("--trust-pickle", is_flag=True, help="Allow checkpoints that hold pickled objects (runs their code).")
-def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle) -> None:
-    """Export a model to ONNX with its manifest, then check parity with PyTorch."""
+@click.option("--explain", "explain", default="gradcam,lrp:epsilon", show_default=True, metavar="METHODS",
+              help="Explanations in the graph: gradcam, gradcam++, hirescam, layercam, guided-gradcam, "
+                   "lrp:<composite> (epsilon, z, alpha2beta1, alpha1beta0, epsilon-plus, epsilon-plus-flat, "
+                   "epsilon-alpha2beta1, epsilon-gamma-box, deep-taylor); comma-separated; 'none' for the classifier alone.")
+@click.option("--classes", "classes", default="topk:3", show_default=True, metavar="all|topk:N|input|A,B",
+              help="Classes explained per image: every class, the N most probable (chosen in the graph), "
+                   "a 'targets' input, or a fixed list of class names.")
+@click.option("--layer", default="features.norm5", show_default=True, help="Grad-CAM target layer.")
+@click.option("--epsilon", type=float, default=1.0, show_default=True, help="Epsilon of the LRP epsilon rules.")
+@click.option("--expose-gradients", is_flag=True,
+              help="Also output the Grad-CAM layer's activations and class gradients (any CAM variant can be computed from them).")
+def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle,
+           explain, classes, layer, epsilon, expose_gradients) -> None:
+    """Export a model and its explanations to one ONNX graph, then check parity with PyTorch."""
     try:
         from .export.pipeline import export_model
         from .models.checkpoints import CheckpointError
@@ -143,8 +229,9 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     if model == DEFAULT_MODEL:
         options = {}
     try:
-        report = export_model(model, out_root or artifacts_dir(), images, opset=opset,
-                              checkpoint_options=options, log=click.echo)
+        report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=options,
+                              explain=explain, classes=classes, layer=layer, epsilon=epsilon,
+                              expose_gradients=expose_gradients, log=click.echo)
     except (CheckpointError, ValueError) as error:
         _error(str(error))
         sys.exit(EXIT_SOME_FAILED)

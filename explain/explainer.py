@@ -63,7 +63,14 @@ def _sanitise(name: str) -> str:
 class Explainer(nn.Module):
     """A model and its explanations as one feed-forward module (exportable to ONNX)."""
 
-    def __init__(self, model: nn.Module, methods: list[GradCAM | LRP] | tuple[GradCAM | LRP, ...] = (GradCAM(),)) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        methods: list[GradCAM | LRP] | tuple[GradCAM | LRP, ...] = (GradCAM(),),
+        expose_gradients: bool = False,
+    ) -> None:
+        """``expose_gradients`` adds ``target_activations`` [B, C, h, w] and ``target_gradients``
+        [B, K, C, h, w] at the first GradCAM's layer, from which any CAM variant can be computed."""
         super().__init__()
         model = copy.deepcopy(model).eval()
         self.model = model
@@ -78,6 +85,9 @@ class Explainer(nn.Module):
         linear_nodes = [op for op in self.nodes if op.kind in ("conv", "linear")]
         self._first_layer = linear_nodes[0].name if linear_nodes else None
         self.cam_layers = {m.layer: self._resolve_layer(m.layer) for m in self.methods if isinstance(m, GradCAM)}
+        if expose_gradients and not self.cam_layers:
+            raise ValueError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
+        self.exposed_layer = next(iter(self.cam_layers)) if expose_gradients else None
         self.gradient_rules = nn.ModuleDict(
             {op.name: gradient_rule(op) for op in self.nodes if op.kind not in ("input", "output", "shape")}
         )
@@ -153,12 +163,20 @@ class Explainer(nn.Module):
         captured = self.reverse(self.gradient_rules, env, onehot, capture=set(names))
         return {layer: captured[name] for layer, name in zip(layers or ["input"], names)}
 
-    def forward(self, image: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, targets: torch.Tensor | None = None, top_k: int | None = None) -> dict[str, torch.Tensor]:
+        """Probabilities, logits, ``targets`` and one map per method for the K target classes.
+
+        Targets: given [B, K]; else the ``top_k`` most probable classes (most probable
+        first); else every class.
+        """
         env = run_forward(self.nodes, image)
         logits = env[self._logits]
-        out = {"probabilities": torch.sigmoid(logits), "logits": logits}
-        if targets is None:
+        probabilities = torch.sigmoid(logits)
+        if targets is None and top_k:
+            targets = torch.topk(logits, top_k, dim=1, largest=True, sorted=True).indices
+        elif targets is None:
             targets = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+        out = {"probabilities": probabilities, "logits": logits, "targets": targets}
         onehot = F.one_hot(targets, logits.shape[1]).to(logits.dtype)  # [B, K, N]
         if self.cam_layers:
             layers = {op.name for op in self.cam_layers.values()}
@@ -167,6 +185,10 @@ class Explainer(nn.Module):
                 if isinstance(method, GradCAM):
                     op = self.cam_layers[method.layer]
                     out[self.output_keys[method.key]] = cam(method.variant, self.activation_at(op, env), gradients[op.name])
+            if self.exposed_layer is not None:
+                op = self.cam_layers[self.exposed_layer]
+                out["target_activations"] = self.activation_at(op, env)
+                out["target_gradients"] = gradients[op.name]
         for method in self.methods:
             if isinstance(method, LRP):
                 seed = onehot * logits.unsqueeze(1)

@@ -53,11 +53,11 @@ def export_onnx(
     path: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
-    output_names: tuple[str, ...] | None = None,
-    extra_inputs: dict[str, torch.Tensor] | None = None,
+    with_targets: bool = False,
 ) -> ExportedGraph:
-    """Export ``module`` (``forward(image, **extra_inputs)``) with a dynamic batch axis.
+    """Export ``module`` (``forward(image[, targets])``, ``output_names``) with a dynamic batch axis.
 
+    With ``with_targets`` the graph takes ``targets`` int64 [batch, K] with K dynamic too.
     The graph is constant-folded by the exporter's optimiser, carries its weights inside
     the one file, and holds the manifest under ``metadata_props``.
     """
@@ -65,23 +65,24 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
     channels, (height, width) = manifest.preprocessing.channels, manifest.preprocessing.size
-    image = torch.zeros(2, channels, height, width)
-    extra_inputs = extra_inputs or {}
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    dynamic_shapes = {"image": {0: batch}, **{name: {0: batch} for name in extra_inputs}}
-    names = output_names or getattr(module, "output_names")
+    args: tuple[torch.Tensor, ...] = (torch.zeros(2, channels, height, width),)
+    dynamic_shapes: dict[str, dict[int, object]] = {"image": {0: batch}}
+    if with_targets:
+        num_classes = len(manifest.classes)
+        args += (torch.arange(3).remainder(num_classes).expand(2, -1).contiguous(),)
+        dynamic_shapes["targets"] = {0: batch, 1: torch.export.Dim("classes", min=1, max=num_classes)}
     start = time.perf_counter()
     with warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
-            (image,),
-            kwargs=extra_inputs or None,
+            args,
             dynamo=True,
             verbose=False,
             opset_version=opset,
-            input_names=["image", *extra_inputs],
-            output_names=list(names),
+            input_names=list(dynamic_shapes),
+            output_names=list(module.output_names),
             dynamic_shapes=dynamic_shapes,
             optimize=True,
             external_data=False,

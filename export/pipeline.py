@@ -14,10 +14,16 @@ import torch
 from .. import __version__
 from ..models.checkpoints import sha256_of
 from ..models.zoo import load_model
+from ..explain import Explainer
+from ..explain.composites import DEFAULT_EPSILON
+from ..explain.explainer import DEFAULT_LAYER
+from .explained import ExplainedGraph, explanation_settings, input_bounds, parse_classes, parse_methods
 from .onnx_export import DEFAULT_OPSET, Classifier, export_onnx
 from .parity import check_parity
 
 REPORT_NAME = "export_report.json"
+DEFAULT_EXPLAIN = "gradcam,lrp:epsilon"
+DEFAULT_CLASSES = "topk:3"
 
 
 def export_model(
@@ -27,24 +33,38 @@ def export_model(
     *,
     opset: int = DEFAULT_OPSET,
     checkpoint_options: dict[str, Any] | None = None,
+    explain: str = DEFAULT_EXPLAIN,
+    classes: str = DEFAULT_CLASSES,
+    layer: str = DEFAULT_LAYER,
+    epsilon: float = DEFAULT_EPSILON,
+    expose_gradients: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Export a model by name or checkpoint path; returns (and writes) the export report."""
+    """Export a model by name or checkpoint path, with the explanations ``explain`` names
+    (``none`` for the classifier alone); returns (and writes) the export report."""
     network, manifest = load_model(model, **(checkpoint_options or {}))
+    methods = parse_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
     out_dir = out_root / manifest.name
     onnx_path = out_dir / "model.onnx"
     log(f"exporting {manifest.name} ({manifest.architecture}, {len(manifest.classes)} classes) to {onnx_path}")
     if manifest.missing_classes:
         log(f"  classes the weights were not trained on (left out): {', '.join(manifest.missing_classes)}")
-    module = Classifier(network)
-    exported = export_onnx(module, manifest, onnx_path, opset=opset)
+    if methods:
+        selection = parse_classes(classes, manifest.classes)
+        explainer = Explainer(network, methods, expose_gradients=expose_gradients)
+        module = ExplainedGraph(explainer, selection)
+        manifest.explanations = explanation_settings(explainer, selection, manifest.classes)
+        log(f"  explanations: {', '.join(module.output_names[3:])} for classes {selection.spec}")
+    else:
+        module, selection = Classifier(network), None
+    exported = export_onnx(module, manifest, onnx_path, opset=opset, with_targets=bool(selection and selection.mode == "input"))
     log(f"  exported in {exported.seconds:.1f} s, {onnx_path.stat().st_size / 2**20:.1f} MiB, opset {opset}")
     parity = check_parity(module, onnx_path, manifest, images)
-    verdict = "passed" if parity["passed"] else "FAILED"
-    log(
-        f"  parity ONNX Runtime vs PyTorch on {parity['batch_of']} radiographs: max |dp| = "
-        f"{parity['max_abs_diff_probabilities']:.2e} (tolerance {parity['tolerance']:.0e}) {verdict}"
-    )
+    log(f"  parity ONNX Runtime vs PyTorch on {parity['batch_of']} radiographs:")
+    for name, result in parity["outputs"].items():
+        verdict = "ok" if result["passed"] else "FAILED"
+        log(f"    {name:<22} max|diff| {result['max_abs_diff']:.2e}  rel L2 {result['relative_l2']:.2e}  "
+            f"pearson {result['pearson']:.6f}  [{result['criterion']}] {verdict}")
     graph = onnx.load(str(onnx_path), load_external_data=False)
     report = {
         "model": manifest.name,

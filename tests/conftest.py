@@ -22,7 +22,7 @@ def radiographs() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
-    """The default model exported once (ONNX + report), in a private artifacts folder."""
+    """The default model exported once as `make export` does it (Grad-CAM + LRP epsilon, top 3)."""
     from chexplain.export import export_model
 
     root = tmp_path_factory.mktemp("artifacts")
@@ -33,3 +33,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path])
 @pytest.fixture(scope="session")
 def default_onnx(artifacts: Path) -> Path:
     return artifacts / "densenet121-chexpert" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def classifier_onnx(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
+    """The default model exported without explanations."""
+    from chexplain.export import export_model
+
+    root = tmp_path_factory.mktemp("classifier")
+    export_model("densenet121-chexpert", root, radiographs[:3] + [SIIM], explain="none", log=lambda _: None)
+    return root / "densenet121-chexpert" / "model.onnx"

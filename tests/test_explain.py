@@ -209,7 +209,7 @@ def test_k_classes_in_one_call_equal_k_single_calls(densenet, radiograph_batch):
         together = explainer(radiograph_batch, TARGETS.expand(2, -1))
         for k in range(TARGETS.shape[1]):
             single = explainer(radiograph_batch, TARGETS.expand(2, -1)[:, k:k + 1])
-            for key in ("gradcam/gradcam", "gradcam/hirescam", "lrp"):
+            for key in ("gradcam/gradcam", "gradcam/hirescam", "lrp", "targets"):
                 torch.testing.assert_close(together[key][:, k:k + 1], single[key], rtol=1e-5, atol=1e-6)
 
 
@@ -241,7 +241,7 @@ def test_unknown_operator_fails_at_build_time_naming_the_node():
 def test_output_names_and_shapes(densenet, radiograph_batch):
     with torch.no_grad():
         out = Explainer(densenet, [GradCAM(), LRP("epsilon")])(radiograph_batch, TARGETS.expand(2, -1))
-    assert set(out) == {"probabilities", "logits", "gradcam", "lrp"}
+    assert set(out) == {"probabilities", "logits", "targets", "gradcam", "lrp"}
     assert out["gradcam"].shape == (2, 3, 7, 7) and out["lrp"].shape == (2, 3, 224, 224)
     torch.testing.assert_close(out["probabilities"], torch.sigmoid(out["logits"]))
 

@@ -1,0 +1,115 @@
+"""The explained graph: classifier + explanations for K classes, chosen in the graph or given."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..explain import COMPOSITES, VARIANTS, Explainer, GradCAM, LRP
+from ..explain.composites import DEFAULT_EPSILON
+from ..explain.explainer import DEFAULT_LAYER
+from ..models.manifest import Manifest
+
+GRADIENT_OUTPUTS = ("target_activations", "target_gradients")
+
+
+@dataclass(frozen=True)
+class ClassSelection:
+    """Which K classes the graph explains: ``all``, ``topk:N``, ``input`` (a ``targets`` input) or a fixed list."""
+
+    mode: str  # all | topk | input | fixed
+    k: int | None = None
+    fixed: tuple[int, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        return {"all": "all", "input": "input", "topk": f"topk:{self.k}"}.get(self.mode, "fixed")
+
+
+def parse_classes(spec: str, classes: tuple[str, ...]) -> ClassSelection:
+    spec = spec.strip()
+    if spec == "all":
+        return ClassSelection("all", len(classes))
+    if spec == "input":
+        return ClassSelection("input")
+    if spec.startswith("topk:"):
+        try:
+            k = int(spec[5:])
+        except ValueError:
+            k = 0
+        if not 1 <= k <= len(classes):
+            raise ValueError(f"--classes {spec}: k must be a whole number from 1 to {len(classes)}")
+        return ClassSelection("topk", k)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in classes]
+    if unknown or not names:
+        raise ValueError(f"--classes {spec!r}: expected all, topk:N, input or class names from: {', '.join(classes)}")
+    return ClassSelection("fixed", len(names), tuple(classes.index(n) for n in names))
+
+
+def parse_methods(spec: str, layer: str = DEFAULT_LAYER, epsilon: float = DEFAULT_EPSILON,
+                  bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> list[GradCAM | LRP]:
+    """``gradcam,gradcam++,lrp:epsilon,lrp:alpha2beta1`` -> methods; ``none`` -> []."""
+    methods: list[GradCAM | LRP] = []
+    for item in (i.strip() for i in spec.split(",")):
+        if not item or item == "none":
+            continue
+        if item == "lrp" or item.startswith("lrp:"):
+            composite = item[4:] or "epsilon"
+            if composite not in COMPOSITES:
+                raise ValueError(f"unknown LRP composite {composite!r}; known: {', '.join(COMPOSITES)}")
+            methods.append(LRP(composite, epsilon=epsilon, bounds=bounds))
+        elif item in VARIANTS:
+            methods.append(GradCAM(layer, item))
+        else:
+            raise ValueError(f"unknown method {item!r}; known: {', '.join(VARIANTS)}, lrp:<{'|'.join(COMPOSITES)}>")
+    return methods
+
+
+def input_bounds(manifest: Manifest) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalised values of black (0) and white (1) per channel: the z-box bounds."""
+    prep = manifest.preprocessing
+    return (tuple((0 - m) / s for m, s in zip(prep.mean, prep.std)),
+            tuple((1 - m) / s for m, s in zip(prep.mean, prep.std)))
+
+
+class ExplainedGraph(nn.Module):
+    """``forward(image[, targets])`` -> probabilities, logits, targets (when chosen in the graph), maps."""
+
+    def __init__(self, explainer: Explainer, selection: ClassSelection) -> None:
+        super().__init__()
+        self.explainer = explainer
+        self.selection = selection
+        self.register_buffer("fixed_targets", torch.tensor([selection.fixed], dtype=torch.int64))
+        maps = [explainer.output_keys[m.key] for m in explainer.methods]
+        exposed = list(GRADIENT_OUTPUTS) if explainer.exposed_layer else []
+        chosen = () if selection.mode == "input" else ("targets",)  # an input cannot be an output too
+        self.output_names = ("probabilities", "logits", *chosen, *maps, *exposed)
+
+    def forward(self, image: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        mode = self.selection.mode
+        if mode == "fixed":
+            targets = self.fixed_targets.expand(image.shape[0], -1)
+        out = self.explainer(image, targets, top_k=self.selection.k if mode == "topk" else None)
+        return tuple(out[name] for name in self.output_names)
+
+
+def explanation_settings(explainer: Explainer, selection: ClassSelection, classes: tuple[str, ...]) -> dict[str, Any]:
+    """What the manifest records about the explanations in the graph."""
+    methods = []
+    for method in explainer.methods:
+        entry = {"output": explainer.output_keys[method.key], "family": method.key.split("/")[0], **asdict(method)}
+        methods.append(entry)
+    return {
+        "methods": methods,
+        "classes": selection.spec,
+        "fixed_classes": [classes[i] for i in selection.fixed],
+        "targets_input": selection.mode == "input",
+        "exposed_layer": explainer.exposed_layer,
+        "relevance_seed": "target logit",
+        "cam": "raw map at the layer's resolution, after ReLU, not normalised",
+        "lrp": "relevance at the input, summed over channels, signed, not normalised",
+    }
