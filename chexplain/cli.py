@@ -212,8 +212,10 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
 @click.option("--epsilon", type=float, default=1.0, show_default=True, help="Epsilon of the LRP epsilon rules.")
 @click.option("--expose-gradients", is_flag=True,
               help="Also output the Grad-CAM layer's activations and class gradients (any CAM variant can be computed from them).")
+@click.option("--merge-batchnorm", is_flag=True,
+              help="Canonizer: fold each BatchNorm into the convolution it directly follows before applying LRP rules.")
 def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle,
-           explain, classes, layer, epsilon, expose_gradients) -> None:
+           explain, classes, layer, epsilon, expose_gradients, merge_batchnorm) -> None:
     """Export a model and its explanations to one ONNX graph, then check parity with PyTorch."""
     try:
         from .export.pipeline import export_model
@@ -231,7 +233,7 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     try:
         report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=options,
                               explain=explain, classes=classes, layer=layer, epsilon=epsilon,
-                              expose_gradients=expose_gradients, log=click.echo)
+                              expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm, log=click.echo)
     except (CheckpointError, ValueError) as error:
         _error(str(error))
         sys.exit(EXIT_SOME_FAILED)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cam import VARIANTS, cam
+from .canonizers import batchnorm_after_conv
+from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import DEFAULT_EPSILON, make_composite
 from .graph import OpNode, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
@@ -68,13 +70,18 @@ class Explainer(nn.Module):
         model: nn.Module,
         methods: list[GradCAM | LRP] | tuple[GradCAM | LRP, ...] = (GradCAM(),),
         expose_gradients: bool = False,
+        merge_batchnorm: bool = False,
     ) -> None:
         """``expose_gradients`` adds ``target_activations`` [B, C, h, w] and ``target_gradients``
-        [B, K, C, h, w] at the first GradCAM's layer, from which any CAM variant can be computed."""
+        [B, K, C, h, w] at the first GradCAM's layer, from which any CAM variant can be computed.
+        ``merge_batchnorm`` folds each BatchNorm into the convolution it directly follows."""
         super().__init__()
         model = copy.deepcopy(model).eval()
         self.model = model
         self.graph_module, self.nodes = trace(model)
+        self.merged = batchnorm_after_conv(self.nodes) if merge_batchnorm else []
+        for conv, norm in self.merged:
+            fold_batchnorm(conv.module, norm.module)
         self.methods = list(methods)
         keys = [m.key for m in self.methods]
         if len(set(keys)) != len(keys):

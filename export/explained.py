@@ -109,6 +109,7 @@ def explanation_settings(explainer: Explainer, selection: ClassSelection, classe
         "fixed_classes": [classes[i] for i in selection.fixed],
         "targets_input": selection.mode == "input",
         "exposed_layer": explainer.exposed_layer,
+        "merged_batchnorms": len(explainer.merged),
         "relevance_seed": "target logit",
         "cam": "raw map at the layer's resolution, after ReLU, not normalised",
         "lrp": "relevance at the input, summed over channels, signed, not normalised",

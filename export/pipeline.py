@@ -38,6 +38,7 @@ def export_model(
     layer: str = DEFAULT_LAYER,
     epsilon: float = DEFAULT_EPSILON,
     expose_gradients: bool = False,
+    merge_batchnorm: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export a model by name or checkpoint path, with the explanations ``explain`` names
@@ -51,7 +52,7 @@ def export_model(
         log(f"  classes the weights were not trained on (left out): {', '.join(manifest.missing_classes)}")
     if methods:
         selection = parse_classes(classes, manifest.classes)
-        explainer = Explainer(network, methods, expose_gradients=expose_gradients)
+        explainer = Explainer(network, methods, expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm)
         module = ExplainedGraph(explainer, selection)
         manifest.explanations = explanation_settings(explainer, selection, manifest.classes)
         log(f"  explanations: {', '.join(module.output_names[3:])} for classes {selection.spec}")

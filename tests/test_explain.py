@@ -193,6 +193,42 @@ def test_lrp_composites_equal_zennit_in_float64(composite: str, architecture: st
     assert _relative_l2(ours, theirs) <= 1e-4, composite
 
 
+def _zennit_merge(pairs: list[tuple[str, str]]):
+    """Zennit's MergeBatchNorm applied to the named (conv, batchnorm) pairs."""
+    from zennit.canonizers import MergeBatchNorm
+
+    class NamedPairs(MergeBatchNorm):
+        def apply(self, root_module):
+            modules = dict(root_module.named_modules())
+            instances = []
+            for conv, norm in pairs:
+                instance = NamedPairs()
+                instance.register([modules[conv]], modules[norm])
+                instances.append(instance)
+            return instances
+
+    return NamedPairs()
+
+
+@pytest.mark.parametrize("composite", ["epsilon-plus", "alpha2beta1"])
+@pytest.mark.parametrize("architecture", ["densenet121", "vgg16_bn"])
+def test_merged_batchnorm_equals_zennit_canonizer(composite: str, architecture: str, densenet, vgg, radiograph_batch):
+    model64 = copy.deepcopy(densenet if architecture == "densenet121" else vgg).double()
+    x = radiograph_batch[1:].double()
+    explainer = Explainer(model64, [LRP(composite, epsilon=1.0)], merge_batchnorm=True).double()
+    pairs = [(conv.target, norm.target) for conv, norm in explainer.merged]
+    assert len(pairs) == (1 + 58 if architecture == "densenet121" else 13)  # conv0 + every conv1->norm2; VGG: all
+    with torch.no_grad():
+        ours = explainer(x, TARGETS)
+        plain = Explainer(model64, []).double()(x, TARGETS)
+    # the same function, up to the 1/sqrt(1 + eps) each neutralised BatchNorm leaves (as in Zennit)
+    torch.testing.assert_close(ours["logits"], plain["logits"], rtol=1e-3, atol=1e-4)
+    composite_object = _zennit_composite(composite, 1.0)
+    composite_object.canonizers = [_zennit_merge(pairs)]
+    theirs = _zennit(model64, composite_object, x, TARGETS[0].tolist())
+    assert _relative_l2(ours["lrp"], theirs) <= 1e-4
+
+
 def test_conservation_of_relevance(densenet, radiograph_batch):
     """z: the input relevance sums to the logit (BatchNorm shifts pass, biases are zero); epsilon absorbs some."""
     with torch.no_grad():
