@@ -1,8 +1,8 @@
 """The rule-based backward graph: the Grad-CAM family and LRP as plain forward operators."""
 
 from .cam import VARIANTS
-from .composites import COMPOSITES, make_composite
+from .composites import COMPOSITES, Composite, make_composite
 from .explainer import Explainer, GradCAM, LRP
 from .graph import UnsupportedOperator, trace
 
-__all__ = ["COMPOSITES", "VARIANTS", "Explainer", "GradCAM", "LRP", "UnsupportedOperator", "make_composite", "trace"]
+__all__ = ["COMPOSITES", "VARIANTS", "Composite", "Explainer", "GradCAM", "LRP", "UnsupportedOperator", "make_composite", "trace"]

@@ -19,7 +19,7 @@ from torch import nn
 from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
-from .composites import DEFAULT_EPSILON, make_composite
+from .composites import DEFAULT_EPSILON, Composite, make_composite
 from .graph import OpNode, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
 from .rules import gradient_rule
@@ -45,9 +45,10 @@ class GradCAM:
 
 @dataclass(frozen=True)
 class LRP:
-    """LRP with a named composite; ``bounds`` (low, high per input channel) for z-box rules."""
+    """LRP with a named composite (or a Composite of your own rules); ``bounds`` (low, high per
+    input channel) for z-box rules."""
 
-    composite: str = "epsilon"
+    composite: str | Composite = "epsilon"
     epsilon: float = DEFAULT_EPSILON
     stabilizer: float = DEFAULT_STABILIZER
     gamma: float = 0.25
@@ -55,7 +56,17 @@ class LRP:
 
     @property
     def key(self) -> str:
-        return f"lrp/{self.composite}"
+        return f"lrp/{self.name}"
+
+    @property
+    def name(self) -> str:
+        return self.composite.name if isinstance(self.composite, Composite) else self.composite
+
+    def build(self) -> Composite:
+        if isinstance(self.composite, Composite):
+            return self.composite
+        bounds = None if self.bounds is None else tuple(torch.tensor(b) for b in self.bounds)
+        return make_composite(self.composite, self.epsilon, self.stabilizer, self.gamma, bounds)
 
 
 def _sanitise(name: str) -> str:
@@ -78,7 +89,7 @@ class Explainer(nn.Module):
         super().__init__()
         model = copy.deepcopy(model).eval()
         self.model = model
-        self.graph_module, self.nodes = trace(model)
+        _, self.nodes = trace(model)
         self.merged = batchnorm_after_conv(self.nodes) if merge_batchnorm else []
         for conv, norm in self.merged:
             fold_batchnorm(conv.module, norm.module)
@@ -95,15 +106,14 @@ class Explainer(nn.Module):
         if expose_gradients and not self.cam_layers:
             raise ValueError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
         self.exposed_layer = next(iter(self.cam_layers)) if expose_gradients else None
-        self.gradient_rules = nn.ModuleDict(
-            {op.name: gradient_rule(op) for op in self.nodes if op.kind not in ("input", "output", "shape")}
-        )
+        self.gradient_rules = nn.ModuleDict()  # built for what is asked: from the earliest CAM layer on
+        if self.cam_layers:
+            self._ensure_gradient_rules(min(self._position(op.name) for op in self.cam_layers.values()))
         self.lrp_rules = nn.ModuleDict()
         for method in self.methods:
             if isinstance(method, LRP):
-                bounds = None if method.bounds is None else tuple(torch.tensor(b) for b in method.bounds)
-                composite = make_composite(method.composite, method.epsilon, method.stabilizer, method.gamma, bounds)
-                self.lrp_rules[_sanitise(method.composite)] = nn.ModuleDict(
+                composite = method.build()
+                self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(
                     {op.name: composite.rule_for(op, op.name == self._first_layer)
                      for op in self.nodes if op.kind not in ("input", "output", "shape")}
                 )
@@ -127,6 +137,15 @@ class Explainer(nn.Module):
         if matches[0].kind in ("input", "output", "shape"):
             raise ValueError(f"target layer {layer!r} has no feature map")
         return matches[0]
+
+    def _position(self, name: str) -> int:
+        return next(i for i, op in enumerate(self.nodes) if op.name == name)
+
+    def _ensure_gradient_rules(self, start: int) -> None:
+        """Gradient rules for every node after position ``start`` (weights shared with the model)."""
+        for op in self.nodes[start + 1:]:
+            if op.kind not in ("input", "output", "shape") and op.name not in self.gradient_rules:
+                self.gradient_rules[op.name] = gradient_rule(op)
 
     def _consumers(self, name: str) -> list[OpNode]:
         return [op for op in self.nodes if name in op.inputs]
@@ -166,6 +185,7 @@ class Explainer(nn.Module):
         """d logit[target] / d output of each layer (the input when ``layers`` is None): [B, K, ...]."""
         env = run_forward(self.nodes, image)
         names = [self._resolve_layer(layer).name for layer in layers] if layers else [self._input]
+        self._ensure_gradient_rules(min(self._position(name) for name in names))
         onehot = F.one_hot(targets, env[self._logits].shape[1]).to(image.dtype)
         captured = self.reverse(self.gradient_rules, env, onehot, capture=set(names))
         return {layer: captured[name] for layer, name in zip(layers or ["input"], names)}
@@ -199,6 +219,6 @@ class Explainer(nn.Module):
         for method in self.methods:
             if isinstance(method, LRP):
                 seed = onehot * logits.unsqueeze(1)
-                relevance = self.reverse(self.lrp_rules[_sanitise(method.composite)], env, seed)[self._input]
+                relevance = self.reverse(self.lrp_rules[_sanitise(method.name)], env, seed)[self._input]
                 out[self.output_keys[method.key]] = relevance.sum(2)
         return out

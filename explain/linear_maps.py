@@ -27,12 +27,13 @@ class ConvMap(nn.Module):
     """x -> conv(x, W) + b with fixed geometry, and its VJP."""
 
     def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """``weight`` and ``bias`` are kept as given (shared when they are the layer's own)."""
         super().__init__()
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"unsupported convolution padding {conv.padding!r}/{conv.padding_mode}")
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("weight", weight.detach())
+        self.register_buffer("bias", None if bias is None else bias.detach())
         kernel = weight.shape[2:]
         back_padding = [d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding)]
         self.as_conv = self.stride == (1, 1) and self.groups == 1 and min(back_padding) >= 0
@@ -64,8 +65,8 @@ class DenseMap(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer("weight", weight.detach())
+        self.register_buffer("bias", None if bias is None else bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)

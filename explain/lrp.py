@@ -35,6 +35,9 @@ class Term:
     sign: float = 1.0
 
 
+UNMODIFIED = Term("x", "w", "b")
+
+
 @dataclass(frozen=True)
 class Group:
     terms: tuple[Term, ...]
@@ -69,7 +72,7 @@ def _neg(p: torch.Tensor) -> torch.Tensor:
 
 def Epsilon(epsilon: float = DEFAULT_STABILIZER) -> LayerRule:
     """LRP-epsilon; epsilon = 1e-6 is LRP-0 (the z rule) with a stabiliser."""
-    return LayerRule("epsilon", (Group((Term("x", "w", "b"),)),), {"w": lambda p: p}, stabilizer=epsilon)
+    return LayerRule("epsilon", (Group((UNMODIFIED,)),), {"w": lambda p: p}, stabilizer=epsilon)
 
 
 def ZPlus(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
@@ -129,7 +132,7 @@ class LayerRelevance(Rule):
         self.maps = nn.ModuleDict({self._key(k): linear_map(layer, self._modified(rule, k, layer.weight)) for k in weight_keys})
         bias = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
         for key in bias_keys:
-            self.register_buffer(self._bias_name(key), self._modified(rule, key, bias).detach().clone())
+            self.register_buffer(self._bias_name(key), self._modified(rule, key, bias).detach())
         self.spatial = isinstance(layer, nn.Conv2d)
         if rule.bounds is not None:
             shape = (1, -1, 1, 1) if self.spatial else (1, -1)
@@ -169,8 +172,8 @@ class LayerRelevance(Rule):
         relevance = None
         for group in self.groups:
             sources = [self._source(t.source, x) for t in group.terms]
-            z = None
-            for term, source in zip(group.terms, sources):
+            z = output if group.terms == (UNMODIFIED,) else None  # the layer's own output: no recomputation
+            for term, source in zip(group.terms, sources if z is None else []):
                 contribution = self.maps[self._key(term.weight)](source)
                 if term.bias:
                     contribution = contribution + self._bias(term.bias, contribution)

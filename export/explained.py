@@ -102,6 +102,8 @@ def explanation_settings(explainer: Explainer, selection: ClassSelection, classe
     methods = []
     for method in explainer.methods:
         entry = {"output": explainer.output_keys[method.key], "family": method.key.split("/")[0], **asdict(method)}
+        if isinstance(method, LRP):
+            entry["composite"] = method.name
         methods.append(entry)
     return {
         "methods": methods,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ RG1_J2K_MONOCHROME1 = DICOMS / "RG1_J2KI.dcm"
 RG2_HIP = DICOMS / "RG2_JPLL.dcm"
 SIIM = DICOMS / "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 SIIM_FLIPPED = DICOMS / "txv_Fake_MONOHR1.dcm"
+
+
+@pytest.fixture(autouse=True)
+def _release_memory():
+    """Traced graphs hold reference cycles; collect them after each test so big models do not pile up."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

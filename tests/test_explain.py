@@ -295,3 +295,23 @@ def test_in_place_relus_leave_the_explanation_unchanged(radiograph_batch):
         got = Explainer(in_place, methods)(radiograph_batch, TARGETS.expand(2, -1))
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_a_composite_of_your_own_rules_equals_zennit(radiograph_batch):
+    """Rules no named composite uses together (w-square first, z+ convolutions, epsilon 0.5 head) on VGG16-BN."""
+    from zennit.composites import SpecialFirstLayerMapComposite
+    from zennit.rules import Epsilon as ZEpsilon, Norm, Pass, WSquare as ZWSquare, ZPlus as ZZPlus
+    from zennit.types import Activation, AvgPool, BatchNorm
+
+    from chexplain.explain import Composite
+    from chexplain.explain.lrp import Epsilon, WSquare, ZPlus
+
+    model = copy.deepcopy(_seeded(torchvision.models.vgg16_bn, num_classes=14)).double()
+    x = radiograph_batch[:1].double()
+    mine = Composite("wsquare-first", conv=ZPlus(), linear=Epsilon(0.5), first=WSquare())
+    with torch.no_grad():
+        ours = Explainer(model, [LRP(mine)]).double()(x, TARGETS)["lrp"]
+    theirs = _zennit(model, SpecialFirstLayerMapComposite(
+        layer_map=[(Activation, Pass()), (AvgPool, Norm()), (BatchNorm, Pass()), (nn.Conv2d, ZZPlus()), (nn.Linear, ZEpsilon(0.5))],
+        first_map=[((nn.Conv2d, nn.Linear), ZWSquare())]), x, TARGETS[0].tolist())
+    assert _relative_l2(ours, theirs) <= 1e-4
