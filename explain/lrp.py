@@ -17,7 +17,7 @@ from torch import nn
 
 from .graph import OpNode
 from .linear_maps import linear_map
-from .rules import AvgPoolGradient, Pass, Rule
+from .rules import AvgPoolGradient, Rule
 
 DEFAULT_STABILIZER = 1e-6
 
