@@ -20,7 +20,7 @@ from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import DEFAULT_EPSILON, Composite, make_composite
-from .graph import OpNode, run_forward, trace
+from .graph import STRUCTURAL_KINDS, OpNode, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
 from .rules import gradient_rule
 
@@ -115,7 +115,7 @@ class Explainer(nn.Module):
                 composite = method.build()
                 self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(
                     {op.name: composite.rule_for(op, op.name == self._first_layer)
-                     for op in self.nodes if op.kind not in ("input", "output", "shape")}
+                     for op in self.nodes if op.kind not in STRUCTURAL_KINDS}
                 )
 
     def _output_keys(self) -> dict[str, str]:
@@ -134,7 +134,7 @@ class Explainer(nn.Module):
                 f"target layer {layer!r} is not one traced node (found {len(matches)}); "
                 f"{len(known)} layers, e.g. {', '.join(known[:2])} ... {', '.join(known[-3:])}"
             )
-        if matches[0].kind in ("input", "output", "shape"):
+        if matches[0].kind in STRUCTURAL_KINDS:
             raise ValueError(f"target layer {layer!r} has no feature map")
         return matches[0]
 
@@ -144,7 +144,7 @@ class Explainer(nn.Module):
     def _ensure_gradient_rules(self, start: int) -> None:
         """Gradient rules for every node after position ``start`` (weights shared with the model)."""
         for op in self.nodes[start + 1:]:
-            if op.kind not in ("input", "output", "shape") and op.name not in self.gradient_rules:
+            if op.kind not in STRUCTURAL_KINDS and op.name not in self.gradient_rules:
                 self.gradient_rules[op.name] = gradient_rule(op)
 
     def _consumers(self, name: str) -> list[OpNode]:

@@ -42,6 +42,7 @@ FUNCTION_KINDS: dict[Any, str] = {
 }
 METHOD_KINDS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "relu": "relu", "relu_": "relu"}
 SHAPE_METHODS = {"size", "dim"}  # produce ints, never relevance
+STRUCTURAL_KINDS = ("input", "output", "shape")  # nodes that carry no rule
 
 
 class UnsupportedOperator(Exception):
