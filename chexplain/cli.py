@@ -22,6 +22,14 @@ def _warning(message: str) -> None:
     click.echo(f"chexplain: warning: {message}", err=True)
 
 
+def _note(message: str) -> None:
+    click.echo(f"chexplain: note: {message}", err=True)
+
+
+BACKEND_HELP = ("Inference backend: a TensorRT engine built beside the graph for this GPU (auto takes it when it "
+                "loads), or ONNX Runtime on its best provider.")
+
+
 def parse_thresholds(values: tuple[str, ...], classes: tuple[str, ...]) -> dict[str, float]:
     """``0.4`` sets every class; ``Cardiomegaly=0.3`` sets one. Later values win."""
     thresholds: dict[str, float] = {}
@@ -55,12 +63,12 @@ def main() -> None:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
-              help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, or an .onnx file.")
+              help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, an .onnx or an .engine file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema chexplain.predict/1).")
 @click.option("--threshold", "thresholds", multiple=True, metavar="[CLASS=]T",
               help="Decision threshold for every class (0.4) or one (Cardiomegaly=0.3); repeatable.")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime"]), default="auto", show_default=True,
-              help="Inference backend.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
+              show_default=True, help=BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--allow-any-view", is_flag=True,
               help="Also classify DICOMs whose BodyPartExamined is not CHEST, and lateral views.")
@@ -76,7 +84,7 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
     from .runtime.reader import expand_inputs
 
     try:
-        engine = open_backend(model, backend, threads=threads)
+        engine = open_backend(model, backend, threads=threads, notify=_note)
     except (ModelNotFoundError, ImportError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     manifest = engine.manifest
@@ -113,7 +121,7 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_DIR...")
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
-              help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, or an .onnx file.")
+              help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, an .onnx or an .engine file.")
 @click.option("--method", "methods", multiple=True, metavar="METHOD",
               help="gradcam, gradcam++, hirescam, layercam, guided-gradcam or lrp:<composite>; repeatable "
                    "[default: every method in the graph].")
@@ -126,9 +134,12 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
 @click.option("--no-arrays", is_flag=True, help="Skip the .npy maps (they are float32 at the original resolution).")
 @click.option("--json", "as_json", is_flag=True, help="Print index.json (schema chexplain.explain/1) to stdout.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="[CLASS=]T", help="As for predict; repeatable.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto",
+              show_default=True, help=BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--allow-any-view", is_flag=True, help="Also explain non-chest and lateral DICOMs.")
-def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_json, thresholds, threads, allow_any_view) -> None:
+def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_json, thresholds, backend, threads,
+            allow_any_view) -> None:
     """Explain radiographs: probabilities and, per class and method, a heatmap on the original image.
 
     Writes overlays (PNG; sequential colours for CAMs, blue-white-red for signed LRP), the
@@ -145,7 +156,7 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
     from .runtime.reader import expand_inputs
 
     try:
-        engine = open_backend(model, "auto", threads=threads)
+        engine = open_backend(model, backend, threads=threads, notify=_note)
         settings = engine.manifest.explanations
         chosen = select_methods(graph_methods(settings), methods)
         keep = graph_top_k(settings, classes)
@@ -214,8 +225,13 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
               help="Also output the Grad-CAM layer's activations and class gradients (any CAM variant can be computed from them).")
 @click.option("--merge-batchnorm", is_flag=True,
               help="Canonizer: fold each BatchNorm into the convolution it directly follows before applying LRP rules.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "mixed"]), default="fp32", show_default=True,
+              help="Precision written into the graph: fp32; mixed (classifier forward in FP16, explanations in FP32: "
+                   "for TensorRT 11 and ONNX Runtime CUDA); fp16 everywhere (fast, but LRP maps do not survive it).")
+@click.option("--triton", "triton_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a Triton model repository here (<model>-onnx with config.pbtxt, dynamic batching).")
 def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle,
-           explain, classes, layer, epsilon, expose_gradients, merge_batchnorm) -> None:
+           explain, classes, layer, epsilon, expose_gradients, merge_batchnorm, precision, triton_dir) -> None:
     """Export a model and its explanations to one ONNX graph, then check parity with PyTorch."""
     try:
         from .export.pipeline import export_model
@@ -233,13 +249,75 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     try:
         report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=options,
                               explain=explain, classes=classes, layer=layer, epsilon=epsilon,
-                              expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm, log=click.echo)
+                              expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm,
+                              precision=precision, log=click.echo)
     except (CheckpointError, ValueError) as error:
         _error(str(error))
         sys.exit(EXIT_SOME_FAILED)
+    if triton_dir:
+        from .export.triton import add_onnx_model
+
+        folder = add_onnx_model(triton_dir, Path(report["onnx"]["path"]), report["model"])
+        click.echo(f"  Triton model {folder} (build the TensorRT model on the server: chexplain build-engine ... --triton {triton_dir})")
     if not report["parity"]["passed"]:
-        _error("the exported graph does not match PyTorch within tolerance; see the report")
+        failed = ", ".join(k for k, v in report["parity"]["outputs"].items() if not v["passed"])
+        if precision == "fp32":
+            _error(f"the exported graph does not match PyTorch within tolerance ({failed}); see the report")
+        else:
+            _error(f"the {precision} graph's {failed} fall below the precision plan's criteria (see the report); "
+                   f"the graph was written, but --precision mixed keeps the heatmaps faithful")
         sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command("build-engine")
+@click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "mixed"]), default="mixed", show_default=True,
+              help="mixed: forward in FP16, explanations in FP32 (faithful heatmaps); fp16 everywhere; fp32.")
+@click.option("--batch", "batch_text", default="1:1:8", show_default=True, metavar="MIN:OPT:MAX",
+              help="Batch sizes of the optimisation profile (N alone: a fixed batch).")
+@click.option("--workspace", "workspace_gb", type=click.FloatRange(min=0.1), default=4.0, show_default=True,
+              metavar="GB", help="Builder workspace limit in GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Timing cache to reuse and update [default: timing.<gpu>.trt<version>.cache beside the graph].")
+@click.option("--dla", "dla_core", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Build for DLA core N (Jetson Orin AGX/NX; TensorRT 10), layers the DLA lacks fall back to the GPU.")
+@click.option("--triton", "triton_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also add the engine to this Triton model repository (<model>-tensorrt, tensorrt_plan).")
+@click.option("--if-available", is_flag=True,
+              help="Where TensorRT or an NVIDIA GPU is missing, say so and exit 0 (what `make export` does).")
+def build_engine(onnx_path, precision, batch_text, workspace_gb, timing_cache, dla_core, triton_dir, if_available) -> None:
+    """Build a TensorRT engine from an exported graph, on the GPU that will run it.
+
+    Writes model.<gpu>.trt<version>.<precision>.engine and its .json sidecar beside the graph;
+    predict and explain then use it (--backend auto). TensorRT 10 and 11 are supported.
+    """
+    try:
+        from .export.tensorrt_build import (
+            BatchRange, EngineBuildError, build_engine as build, tensorrt_available,
+        )
+    except ImportError as error:
+        raise click.UsageError(f"build-engine needs onnx ({error}): pip install 'chexplain[tensorrt]'") from None
+    try:
+        batch = BatchRange.parse(batch_text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--batch") from None
+    if if_available:
+        ok, why = tensorrt_available()
+        if not ok:
+            _note(f"no TensorRT engine built: {why}. The ONNX graph {onnx_path} stays the model (ONNX Runtime runs it).")
+            return
+    try:
+        result = build(onnx_path, precision, batch=batch, workspace_gb=workspace_gb, timing_cache=timing_cache,
+                       dla_core=dla_core, log=click.echo)
+    except (EngineBuildError, ValueError) as error:
+        _error(str(error))
+        sys.exit(EXIT_SOME_FAILED)
+    if triton_dir:
+        from .export.triton import add_engine_model
+        from .models.manifest import Manifest
+
+        name = Manifest.from_dict(json.loads(result.sidecar.read_text())["manifest"]).name
+        click.echo(f"  Triton model {add_engine_model(triton_dir, result.path, name)}")
 
 
 @main.command()

@@ -55,7 +55,15 @@ def collect() -> dict[str, Any]:
     torch = _version("torch")
     onnx_ok = bool(_version("onnx") and _version("onnxscript"))
     gpus = _gpus()
+    cuda_python = _version("cuda-python") or _version("cuda-bindings")
+    engines_possible = bool(tensorrt and cuda_python and gpus)
     providers = _onnxruntime_providers()
+    try:
+        from .runtime.backends import PREFERRED_PROVIDERS
+
+        usable = [p for p in PREFERRED_PROVIDERS if p in providers]
+    except ImportError:  # the runtime's own dependencies are missing; doctor still reports
+        usable = providers
     decoders = {name: _version(name) for name in DICOM_DECODERS}
     return {
         "chexplain": __version__,
@@ -71,14 +79,17 @@ def collect() -> dict[str, Any]:
             "onnx": _version("onnx"),
             "onnxscript": _version("onnxscript"),
             "tensorrt": tensorrt,
+            "cuda-python": cuda_python,
         },
         "onnxruntime_providers": providers,
         "gpus": gpus,
         "dicom_decoders": {k: v for k, v in decoders.items() if v},
         "commands": {
-            "predict": f"onnxruntime ({providers[0]})" if providers else "unavailable: pip install 'chexplain[cpu]'",
+            "predict": (("a TensorRT engine where one was built here, else " if engines_possible else "")
+                        + (f"onnxruntime ({usable[0]})" if usable else "nothing: pip install 'chexplain[cpu]'")),
             "export": "torch + onnx" if torch and onnx_ok else "unavailable: pip install 'chexplain[export]'",
-            "build-engine": "tensorrt" if tensorrt and gpus else "unavailable: needs TensorRT and an NVIDIA GPU",
+            "build-engine": "tensorrt" if engines_possible and _version("onnx")
+            else "unavailable: needs TensorRT, cuda-python, onnx and an NVIDIA GPU",
         },
     }
 

@@ -1,7 +1,31 @@
-"""Explainer/classifier -> ONNX (manifest in the metadata), graph checks, TensorRT engines."""
+"""Explainer/classifier -> ONNX (manifest in the metadata), graph checks, precision plans,
+TensorRT engines.
 
-from .onnx_export import DEFAULT_OPSET, Classifier, export_onnx, operator_counts, read_manifest
-from .parity import check_parity
-from .pipeline import export_model
+The precision plan and the engine builder need onnx (and tensorrt) but not torch, so a
+Jetson can build engines without PyTorch; the rest is imported on first use.
+"""
 
-__all__ = ["DEFAULT_OPSET", "Classifier", "check_parity", "export_model", "export_onnx", "operator_counts", "read_manifest"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "DEFAULT_OPSET": ".onnx_export",
+    "Classifier": ".onnx_export",
+    "export_onnx": ".onnx_export",
+    "operator_counts": ".onnx_export",
+    "read_manifest": ".onnx_export",
+    "check_parity": ".parity",
+    "export_model": ".pipeline",
+    "convert_precision": ".precision",
+    "build_engine": ".tensorrt_build",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -37,7 +37,6 @@ class Classifier(nn.Module):
 @dataclass
 class ExportedGraph:
     path: Path
-    operators: dict[str, int]
     seconds: float
 
 
@@ -95,7 +94,7 @@ def export_onnx(
     proto.producer_name = "chexplain"
     onnx.checker.check_model(proto)
     onnx.save_model(proto, path)
-    return ExportedGraph(path=path, operators=operator_counts(proto), seconds=seconds)
+    return ExportedGraph(path=path, seconds=seconds)
 
 
 class _quiet_exporter:

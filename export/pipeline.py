@@ -12,14 +12,15 @@ import onnx
 import torch
 
 from .. import __version__
-from ..models.checkpoints import sha256_of
+from ..models.manifest import sha256_of
 from ..models.zoo import load_model
 from ..explain import Explainer
 from ..explain.composites import DEFAULT_EPSILON
 from ..explain.explainer import DEFAULT_LAYER
 from .explained import ExplainedGraph, explanation_settings, input_bounds, parse_classes, parse_methods
-from .onnx_export import DEFAULT_OPSET, Classifier, export_onnx
+from .onnx_export import DEFAULT_OPSET, Classifier, export_onnx, operator_counts
 from .parity import check_parity
+from .precision import PRECISIONS, write_precision
 
 REPORT_NAME = "export_report.json"
 DEFAULT_EXPLAIN = "gradcam,lrp:epsilon"
@@ -39,10 +40,14 @@ def export_model(
     epsilon: float = DEFAULT_EPSILON,
     expose_gradients: bool = False,
     merge_batchnorm: bool = False,
+    precision: str = "fp32",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export a model by name or checkpoint path, with the explanations ``explain`` names
-    (``none`` for the classifier alone); returns (and writes) the export report."""
+    (``none`` for the classifier alone) and the precision plan ``precision``; returns (and
+    writes) the export report."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     network, manifest = load_model(model, **(checkpoint_options or {}))
     methods = parse_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
     out_dir = out_root / manifest.name
@@ -60,12 +65,15 @@ def export_model(
         module, selection = Classifier(network), None
     exported = export_onnx(module, manifest, onnx_path, opset=opset, with_targets=bool(selection and selection.mode == "input"))
     log(f"  exported in {exported.seconds:.1f} s, {onnx_path.stat().st_size / 2**20:.1f} MiB, opset {opset}")
+    conversion = None
+    if precision != "fp32":
+        conversion = write_precision(onnx_path, onnx_path, precision)
+        manifest.precision = precision
+        log(f"  precision plan {conversion.describe()}; {onnx_path.stat().st_size / 2**20:.1f} MiB")
     parity = check_parity(module, onnx_path, manifest, images)
-    log(f"  parity ONNX Runtime vs PyTorch on {parity['batch_of']} radiographs:")
+    log(f"  parity ONNX Runtime ({precision}) vs PyTorch (fp32) on {parity['batch_of']} radiographs:")
     for name, result in parity["outputs"].items():
-        verdict = "ok" if result["passed"] else "FAILED"
-        log(f"    {name:<22} max|diff| {result['max_abs_diff']:.2e}  rel L2 {result['relative_l2']:.2e}  "
-            f"pearson {result['pearson']:.6f}  [{result['criterion']}] {verdict}")
+        log(f"    {name:<22} {_parity_line(result)}")
     graph = onnx.load(str(onnx_path), load_external_data=False)
     report = {
         "model": manifest.name,
@@ -77,8 +85,10 @@ def export_model(
             "opset": opset,
             "inputs": [i.name for i in graph.graph.input],
             "outputs": [o.name for o in graph.graph.output],
-            "operators": exported.operators,
+            "operators": operator_counts(graph),
             "export_seconds": round(exported.seconds, 2),
+            "precision": precision,
+            "precision_plan": conversion.describe() if conversion else "fp32: as exported",
         },
         "parity": parity,
         "versions": {
@@ -91,3 +101,13 @@ def export_model(
     (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     log(f"  report: {out_dir / REPORT_NAME}")
     return report
+
+
+def _parity_line(result: dict[str, Any]) -> str:
+    verdict = "ok" if result["passed"] else "FAILED"
+    line = f"max|diff| {result['max_abs_diff']:.2e}  rel L2 {result['relative_l2']:.2e}  pearson {result['pearson']:.6f}"
+    if "min_map_pearson" in result:
+        line += f"  per map min {result['min_map_pearson']:.4f} median {result['median_map_pearson']:.4f}"
+    if "agreement" in result:
+        line += f"  agreement {result['agreement']:.0%}"
+    return f"{line}  [{result['criterion']}] {verdict}"

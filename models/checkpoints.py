@@ -10,7 +10,6 @@ was not trained on are reported as missing, never invented.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
-from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
+from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 
 CHECKPOINT_FORMAT = "chexplain-checkpoint"
 KINDS = ("auto", "chexplain", "torchvision", "torchxrayvision", "chexnet")
@@ -52,14 +51,6 @@ _OLD_DENSELAYER_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be loaded, with the reason."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _normalise_name(name: str) -> str:

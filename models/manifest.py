@@ -8,8 +8,10 @@ nothing but the ``.onnx`` file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MANIFEST_KEY = "chexplain.manifest"
@@ -96,6 +98,7 @@ class Manifest:
     status: str = NOT_FOR_CLINICAL_USE
     description: str = ""
     explanations: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -141,3 +144,12 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         return cls.from_dict(json.loads(text))
+
+
+def sha256_of(path: str | Path) -> str:
+    """The sha256 of a file (weights, graphs, engines), for provenance."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,12 +1,13 @@
 """The torch-free runtime: read radiographs, preprocess from the manifest, run the graph."""
 
-from .backends import OnnxRuntimeBackend, open_backend, resolve_model
+from .backends import Backend, OnnxRuntimeBackend, open_backend, resolve_model
 from .errors import InputError, ModelNotFoundError
 from .predict import Prediction, Predictor
 from .preprocess import Geometry, preprocess
 from .reader import Radiograph, expand_inputs, read_radiograph
 
 __all__ = [
+    "Backend",
     "Geometry",
     "InputError",
     "ModelNotFoundError",

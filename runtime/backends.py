@@ -1,15 +1,20 @@
-"""Inference backends for the exported graph. ONNX Runtime here; TensorRT joins it later."""
+"""Inference backends for the exported graph: a TensorRT engine where one fits this machine,
+else ONNX Runtime on its best provider."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..models.manifest import DEFAULT_MODEL, MANIFEST_KEY, Manifest
+from .engines import ENGINE_SUFFIX, EngineMismatchError, engines_beside, pick_engine
 from .errors import ModelNotFoundError
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
 
 # Best first. ONNX Runtime silently drops a provider whose libraries are missing.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -84,8 +89,67 @@ class OnnxRuntimeBackend:
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
 
-def open_backend(model: str | None, backend: str = "auto", threads: int | None = None) -> OnnxRuntimeBackend:
-    """The backend for a model: ``auto`` and ``onnxruntime`` run ONNX Runtime."""
-    if backend not in ("auto", "onnxruntime"):
-        raise ValueError(f"unknown backend {backend!r}; available here: auto, onnxruntime")
-    return OnnxRuntimeBackend(resolve_model(model), threads=threads)
+class Backend(Protocol):
+    """What the commands need of a backend."""
+
+    name: str
+    path: Path
+    manifest: Manifest
+    input_names: list[str]
+    output_names: list[str]
+
+    def describe(self) -> str: ...
+
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def _tensorrt_here() -> tuple[str, str, str]:
+    """TensorRT version, GPU name and compute capability; raises ImportError/RuntimeError when absent."""
+    from .cuda import gpu_info
+    from .tensorrt_backend import import_tensorrt
+
+    version = import_tensorrt().__version__
+    gpu = gpu_info()
+    return version, gpu.name, gpu.compute_capability
+
+
+def _open_engine(path: Path) -> Backend:
+    from .tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(path)
+
+
+def open_backend(model: str | None, backend: str = "auto", threads: int | None = None,
+                 notify: Callable[[str], None] | None = None) -> Backend:
+    """The backend for a model name, folder, ``.onnx`` or ``.engine`` file.
+
+    ``auto`` takes a TensorRT engine beside the graph when one was built for this GPU and
+    TensorRT version and loads, else ONNX Runtime; ``notify`` hears why an engine was passed over.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    tell = notify or (lambda message: None)
+    if model and model.endswith(ENGINE_SUFFIX):
+        if backend == "onnxruntime":
+            raise ValueError(f"{model} is a TensorRT engine; --backend onnxruntime needs an .onnx graph")
+        if not Path(model).is_file():
+            raise ModelNotFoundError(f"no engine at {model}")
+        return _open_engine(Path(model))
+    onnx_path = resolve_model(model)
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(onnx_path, threads=threads)
+    engines = engines_beside(onnx_path.parent)
+    if backend == "tensorrt" and not engines:
+        raise ModelNotFoundError(f"no TensorRT engine beside {onnx_path}; build one with `chexplain build-engine {onnx_path}`")
+    if engines:
+        try:
+            here = _tensorrt_here()
+            chosen, reasons = pick_engine(engines, *here)
+            if chosen is None:
+                raise EngineMismatchError(reasons[0] + f": rebuild it here with `{engines[0].rebuild_command()}`")
+            return _open_engine(chosen.path)
+        except (ImportError, RuntimeError) as error:
+            if backend == "tensorrt":
+                raise ValueError(str(error)) from None
+            tell(f"TensorRT engine not used ({error}); running ONNX Runtime")
+    return OnnxRuntimeBackend(onnx_path, threads=threads)

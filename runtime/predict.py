@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import OnnxRuntimeBackend
+from .backends import Backend
 from .errors import InputError
 from .preprocess import Geometry, preprocess
 from .reader import Radiograph, read_radiograph
@@ -62,7 +62,7 @@ class Predictor:
 
     def __init__(
         self,
-        backend: OnnxRuntimeBackend,
+        backend: Backend,
         thresholds: Mapping[str, float] | None = None,
         allow_any_view: bool = False,
     ) -> None:

@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 from chexplain.explain import COMPOSITES, Explainer, GradCAM, LRP, UnsupportedOperator
+from chexplain.explain.references import pytorch_grad_cam, zennit_composite, zennit_lrp
 from chexplain.models.manifest import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from chexplain.models.zoo import seeded_model
 from chexplain.runtime import preprocess, read_radiograph
@@ -94,15 +95,6 @@ def _normalised_as_pytorch_grad_cam(raw: np.ndarray) -> np.ndarray:
     return scale_cam_image(scale_cam_image(raw, (224, 224)))
 
 
-def _pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor, classes: list[int]) -> np.ndarray:
-    from pytorch_grad_cam import GradCAM as PGC, GradCAMPlusPlus, HiResCAM, LayerCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    cls = {"gradcam": PGC, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "layercam": LayerCAM}[variant]
-    with cls(model=model, target_layers=[layer]) as cam:
-        return np.stack([cam(input_tensor=x, targets=[ClassifierOutputTarget(c)]) for c in classes], 1)
-
-
 @pytest.mark.parametrize("variant", ["gradcam", "gradcam++", "hirescam", "layercam"])
 def test_cam_variants_equal_pytorch_grad_cam_on_torchvision_densenet(variant: str, densenet: nn.Module, radiograph_batch):
     """Same weights in torchvision's DenseNet (in-place ReLU after norm5) and in chexplain's."""
@@ -110,7 +102,7 @@ def test_cam_variants_equal_pytorch_grad_cam_on_torchvision_densenet(variant: st
     torchvision_model.load_state_dict(densenet.state_dict())
     x = radiograph_batch[:1]
     classes = TARGETS[0].tolist()
-    theirs = _pytorch_grad_cam(torchvision_model, torchvision_model.features.norm5, variant, x, classes)[0]
+    theirs = pytorch_grad_cam(torchvision_model, torchvision_model.features.norm5, variant, x, classes)[0]
     with torch.no_grad():
         raw = Explainer(densenet, [GradCAM("features.norm5", variant)])(x, TARGETS)["gradcam"][0].numpy()
     assert raw.shape == (3, 7, 7) and raw.min() >= 0
@@ -120,7 +112,7 @@ def test_cam_variants_equal_pytorch_grad_cam_on_torchvision_densenet(variant: st
 def test_cam_on_resnet_layer4_equals_pytorch_grad_cam(radiograph_batch):
     model = _seeded(torchvision.models.resnet18, num_classes=14)
     x = radiograph_batch[1:]
-    theirs = _pytorch_grad_cam(model, model.layer4, "gradcam", x, TARGETS[0].tolist())[0]
+    theirs = pytorch_grad_cam(model, model.layer4, "gradcam", x, TARGETS[0].tolist())[0]
     with torch.no_grad():
         raw = Explainer(model, [GradCAM("layer4")])(x, TARGETS)["gradcam"][0].numpy()
     np.testing.assert_allclose(_normalised_as_pytorch_grad_cam(raw), theirs, atol=1e-4)
@@ -130,42 +122,6 @@ def _bounds() -> tuple[tuple[float, ...], tuple[float, ...]]:
     low = tuple((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
     high = tuple((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
     return low, high
-
-
-def _zennit_composite(name: str, epsilon: float):
-    from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
-    from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
-    from zennit.types import Activation, AvgPool, BatchNorm
-
-    low, high = (torch.tensor(b, dtype=torch.float64).reshape(1, 3, 1, 1) for b in _bounds())
-    conv, linear, first = {
-        "epsilon": (Epsilon(epsilon), Epsilon(epsilon), None),
-        "z": (Epsilon(1e-6), Epsilon(1e-6), None),
-        "alpha2beta1": (AlphaBeta(2, 1), AlphaBeta(2, 1), None),
-        "alpha1beta0": (AlphaBeta(1, 0), AlphaBeta(1, 0), None),
-        "epsilon-plus": (ZPlus(), Epsilon(epsilon), None),
-        "epsilon-plus-flat": (ZPlus(), Epsilon(epsilon), Flat()),
-        "epsilon-alpha2beta1": (AlphaBeta(2, 1), Epsilon(epsilon), None),
-        "epsilon-gamma-box": (Gamma(0.25), Epsilon(epsilon), ZBox(low, high)),
-        "deep-taylor": (ZPlus(), ZPlus(), ZBox(low, high)),
-    }[name]
-    layer_map = [(Activation, Pass()), (AvgPool, Norm()), (BatchNorm, Pass()), (nn.Conv2d, conv), (nn.Linear, linear)]
-    if first is None:
-        return LayerMapComposite(layer_map=layer_map)
-    return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[((nn.Conv2d, nn.Linear), first)])
-
-
-def _zennit(model: nn.Module, composite, x: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    from zennit.attribution import Gradient
-
-    maps = []
-    with Gradient(model=model, composite=composite) as attributor:
-        for c in classes:
-            def seed(output, c=c):
-                return torch.nn.functional.one_hot(torch.tensor([c]), output.shape[1]).to(output) * output
-            _, relevance = attributor(x, seed)
-            maps.append(relevance.sum(1))
-    return torch.stack(maps, 1)
 
 
 def _relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -188,7 +144,7 @@ def test_lrp_composites_equal_zennit_in_float64(composite: str, architecture: st
     explainer = Explainer(model64, [method]).double()
     with torch.no_grad():
         ours = explainer(x, TARGETS)["lrp"]
-    theirs = _zennit(model64, _zennit_composite(composite, 1.0), x, TARGETS[0].tolist())
+    theirs = zennit_lrp(model64, zennit_composite(composite, 1.0, _bounds(), torch.float64), x, TARGETS[0].tolist())
     assert torch.isfinite(ours).all() and theirs.abs().sum() > 0
     assert _relative_l2(ours, theirs) <= 1e-4, composite
 
@@ -223,9 +179,9 @@ def test_merged_batchnorm_equals_zennit_canonizer(composite: str, architecture: 
         plain = Explainer(model64, []).double()(x, TARGETS)
     # the same function, up to the 1/sqrt(1 + eps) each neutralised BatchNorm leaves (as in Zennit)
     torch.testing.assert_close(ours["logits"], plain["logits"], rtol=1e-3, atol=1e-4)
-    composite_object = _zennit_composite(composite, 1.0)
+    composite_object = zennit_composite(composite, 1.0, _bounds(), torch.float64)
     composite_object.canonizers = [_zennit_merge(pairs)]
-    theirs = _zennit(model64, composite_object, x, TARGETS[0].tolist())
+    theirs = zennit_lrp(model64, composite_object, x, TARGETS[0].tolist())
     assert _relative_l2(ours["lrp"], theirs) <= 1e-4
 
 
@@ -297,7 +253,7 @@ def test_in_place_relus_leave_the_explanation_unchanged(radiograph_batch):
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
 
 
-def test_a_composite_of_your_own_rules_equals_zennit(radiograph_batch):
+def test_a_composite_of_your_own_rules_equalszennit_lrp(radiograph_batch):
     """Rules no named composite uses together (w-square first, z+ convolutions, epsilon 0.5 head) on VGG16-BN."""
     from zennit.composites import SpecialFirstLayerMapComposite
     from zennit.rules import Epsilon as ZEpsilon, Norm, Pass, WSquare as ZWSquare, ZPlus as ZZPlus
@@ -311,7 +267,7 @@ def test_a_composite_of_your_own_rules_equals_zennit(radiograph_batch):
     mine = Composite("wsquare-first", conv=ZPlus(), linear=Epsilon(0.5), first=WSquare())
     with torch.no_grad():
         ours = Explainer(model, [LRP(mine)]).double()(x, TARGETS)["lrp"]
-    theirs = _zennit(model, SpecialFirstLayerMapComposite(
+    theirs = zennit_lrp(model, SpecialFirstLayerMapComposite(
         layer_map=[(Activation, Pass()), (AvgPool, Norm()), (BatchNorm, Pass()), (nn.Conv2d, ZZPlus()), (nn.Linear, ZEpsilon(0.5))],
         first_map=[((nn.Conv2d, nn.Linear), ZWSquare())]), x, TARGETS[0].tolist())
     assert _relative_l2(ours, theirs) <= 1e-4

@@ -50,3 +50,29 @@ def test_onnxruntime_matches_pytorch_on_an_unseen_radiograph(classifier_onnx: Pa
         probabilities, logits = Classifier(model)(torch.from_numpy(np.ascontiguousarray(batch)))
     assert np.abs(outputs["probabilities"] - probabilities.numpy()).max() <= 1e-5
     assert np.abs(outputs["logits"] - logits.numpy()).max() <= 1e-4
+
+
+def test_export_mixed_precision_with_a_triton_repository(tmp_path: Path, radiographs: list[Path]):
+    """`chexplain export --precision mixed --triton DIR`: FP16 forward, FP32 Grad-CAM, judged per map."""
+    from click.testing import CliRunner
+
+    from chexplain.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in radiographs[:2]:
+        (images / path.name).write_bytes(path.read_bytes())
+    result = CliRunner().invoke(main, ["export", "--explain", "gradcam", "--classes", "topk:2", "--precision", "mixed",
+                                       "--out", str(tmp_path / "out"), "--images", str(images),
+                                       "--triton", str(tmp_path / "triton")])
+    assert result.exit_code == 0, result.output
+    assert "precision plan mixed" in result.output and "per map min" in result.output
+    report = json.loads((tmp_path / "out" / "densenet121-chexpert" / "export_report.json").read_text())
+    assert report["onnx"]["precision"] == "mixed" and report["parity"]["precision"] == "mixed"
+    gradcam = report["parity"]["outputs"]["gradcam"]
+    assert gradcam["passed"] and gradcam["min_map_pearson"] >= 0.99 and gradcam["criterion"] == "pearson per map >= 0.99"
+    assert report["parity"]["outputs"]["probabilities"]["max_abs_diff"] <= 1e-2
+    assert report["onnx"]["operators"]["Cast"] >= 1
+    assert read_manifest(tmp_path / "out" / "densenet121-chexpert" / "model.onnx").precision == "mixed"
+    config = (tmp_path / "triton" / "densenet121-chexpert-onnx" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "dynamic_batching" in config

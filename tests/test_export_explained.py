@@ -13,6 +13,7 @@ import torch
 from chexplain.explain import Explainer, GradCAM, LRP
 from chexplain.export.explained import input_bounds, parse_classes, parse_methods
 from chexplain.export.parity import agreement
+from chexplain.export.precision import convert_precision
 from chexplain.models.manifest import CHEXPERT_CLASSES
 from chexplain.models.zoo import seeded_model
 from chexplain.runtime import OnnxRuntimeBackend, preprocess, read_radiograph
@@ -39,19 +40,38 @@ def _initializer_or_constant(graph: onnx.ModelProto, name: str) -> bool:
         n.op_type == "Constant" and name in n.output for n in graph.graph.node)
 
 
-def test_operators_are_in_the_tensorrt_allow_list(graph: onnx.ModelProto):
+# Types TensorRT 10 tensors can take (no FLOAT64 anywhere).
+TENSORRT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+                  onnx.TensorProto.BOOL, onnx.TensorProto.UINT8}
+RESIZE_MODES = {"nearest", "linear", "cubic"}
+RESIZE_COORDINATES = {"half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "mixed", "fp16"])
+def test_operators_are_in_the_tensorrt_allow_list(graph: onnx.ModelProto, precision: str):
+    if precision != "fp32":
+        graph = convert_precision(graph, precision)[0]
     used = {n.op_type for n in graph.graph.node}
     assert not used & FORBIDDEN
     assert used <= TENSORRT10_ALLOWED, sorted(used - TENSORRT10_ALLOWED)
+    assert {t.data_type for t in graph.graph.initializer} <= TENSORRT_TYPES
     for node in graph.graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "MaxPool":
             assert len(node.output) == 1  # no indices output
         if node.op_type == "TopK":
-            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             assert attributes.get("sorted", 1) == 1 and attributes.get("largest", 1) == 1
             assert _initializer_or_constant(graph, node.input[1])  # K is a build-time constant
         if node.op_type in ("ReduceMean", "ReduceSum") and len(node.input) > 1:
-            assert _initializer_or_constant(graph, node.input[1])
+            assert _initializer_or_constant(graph, node.input[1])  # axes as an initializer
+        if node.op_type == "Resize":
+            assert attributes.get("mode", b"nearest").decode() in RESIZE_MODES
+            assert attributes.get("coordinate_transformation_mode", b"half_pixel").decode() in RESIZE_COORDINATES
+            assert all(_initializer_or_constant(graph, name) for name in node.input[1:] if name)
+        if node.op_type == "Cast":
+            assert attributes["to"] in TENSORRT_TYPES
+        if node.op_type in ("Split", "Slice", "Pad") and len(node.input) > 1:
+            assert _initializer_or_constant(graph, node.input[1])  # split sizes, starts, pads fixed at build
 
 
 def test_report_and_manifest_describe_the_explanations(default_onnx: Path):

@@ -1,0 +1,200 @@
+"""Precision plans for an exported graph: FP32 as exported, FP16 everywhere, or mixed.
+
+``mixed`` runs the classifier's forward in FP16 (FP16 weights, FP16 activations) and keeps
+the explanation subgraph — every node that the logits do not depend on: the backward
+rules, LRP's divisions by (z + eps), the CAM weighting — in FP32, with a Cast wherever a
+forward activation enters it. The precision is written into the graph itself (typed
+initializers and Cast nodes), as strongly typed TensorRT (11, and 10 with
+STRONGLY_TYPED) and ONNX Runtime need; inputs and outputs keep their FP32 types, so the
+runtime contract does not change. Needs onnx and numpy only (no torch).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ..models.manifest import MANIFEST_KEY, Manifest
+
+PRECISIONS = ("fp32", "fp16", "mixed")
+FORWARD_OUTPUTS = ("probabilities", "logits")
+FP16_MAX = float(np.finfo(np.float16).max)
+FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+@dataclass
+class PrecisionReport:
+    """What a conversion did."""
+
+    precision: str
+    fp16_nodes: int
+    fp32_nodes: int
+    casts_inserted: int
+    weights_fp16: int
+    weights_clipped: int
+
+    def describe(self) -> str:
+        clipped = f", {self.weights_clipped} weight values clipped to +-65504" if self.weights_clipped else ""
+        return (f"{self.precision}: {self.fp16_nodes} nodes in FP16, {self.fp32_nodes} in FP32, "
+                f"{self.casts_inserted} casts, {self.weights_fp16} FP16 weight tensors{clipped}")
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """FP32 -> FP16, finite values beyond FP16's range clipped to +-65504 (infinities stay)."""
+    finite = np.isfinite(values)
+    return np.where(finite, np.clip(values, -FP16_MAX, FP16_MAX), values).astype(np.float16)
+
+
+def forward_node_indices(graph: onnx.GraphProto, outputs: tuple[str, ...] = FORWARD_OUTPUTS) -> set[int]:
+    """Indices of the nodes the classifier's outputs depend on (the forward pass)."""
+    producer = {name: i for i, node in enumerate(graph.node) for name in node.output}
+    wanted = [o for o in outputs if o in producer]
+    if not wanted:
+        raise ValueError(f"the graph has none of the outputs {', '.join(outputs)}")
+    seen: set[int] = set()
+    queue = deque(producer[o] for o in wanted)
+    while queue:
+        index = queue.popleft()
+        if index in seen:
+            continue
+        seen.add(index)
+        queue.extend(producer[name] for name in graph.node[index].input if name in producer)
+    return seen
+
+
+def _float_tensor_types(model: onnx.ModelProto) -> set[str]:
+    """Names of every FP32 tensor in the graph (inputs, initializers, intermediates, outputs)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    graph = inferred.graph
+    floats = {t.name for t in graph.initializer if t.data_type == FLOAT}
+    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if info.type.tensor_type.elem_type == FLOAT:
+            floats.add(info.name)
+    return floats
+
+
+def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.ModelProto, PrecisionReport]:
+    """A copy of an FP32 ``model`` with the precision plan applied (``fp32`` returns a copy)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    converted = onnx.ModelProto()
+    converted.CopyFrom(model)
+    graph = converted.graph
+    if precision == "fp32":
+        return converted, PrecisionReport("fp32", 0, len(graph.node), 0, 0, 0)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        raise ValueError("graphs with control flow (If/Loop/Scan) are not supported by the precision plan")
+    floats = _float_tensor_types(model)
+    low = set(range(len(graph.node))) if precision == "fp16" else forward_node_indices(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    producer_is_low = {name: i in low for i, node in enumerate(graph.node) for name in node.output}
+
+    casts_in: list[onnx.NodeProto] = []
+    fp16_weights: dict[str, str] = {}
+    clipped = 0
+    cast_count = 0
+
+    def half_weight(name: str) -> str:
+        nonlocal clipped
+        if name not in fp16_weights:
+            values = numpy_helper.to_array(initializers[name])
+            clipped += int(np.count_nonzero(np.isfinite(values) & (np.abs(values) > FP16_MAX)))
+            half = to_float16(values)
+            fp16_weights[name] = f"{name}__fp16"
+            graph.initializer.append(numpy_helper.from_array(half, fp16_weights[name]))
+        return fp16_weights[name]
+
+    def cast(source: str, target: str, to: int) -> onnx.NodeProto:
+        nonlocal cast_count
+        cast_count += 1
+        return helper.make_node("Cast", [source], [target], to=to, name=f"{target}__cast")
+
+    # Inputs of low nodes: FP16 copies of weights, one Cast per FP32 graph input or FP32 producer.
+    half_of: dict[str, str] = {}
+    for index in sorted(low):
+        node = graph.node[index]
+        for slot, name in enumerate(node.input):
+            if name not in floats or (name in producer_is_low and producer_is_low[name]):
+                continue
+            if name in initializers:
+                node.input[slot] = half_weight(name)
+                continue
+            if name not in half_of:
+                half_of[name] = f"{name}__fp16"
+                casts_in.append(cast(name, half_of[name], FLOAT16))
+            node.input[slot] = half_of[name]
+        _retype_attributes(node)
+
+    # Outputs of low nodes that leave the low region (FP32 consumers, graph outputs): Cast back.
+    high_inputs = {name for i, node in enumerate(graph.node) if i not in low for name in node.input}
+    renamed: dict[str, str] = {}
+    casts_after: dict[int, list[onnx.NodeProto]] = {}
+    for index in sorted(low):
+        node = graph.node[index]
+        for slot, name in enumerate(node.output):
+            if name not in floats or not (name in graph_outputs or name in high_inputs):
+                continue
+            renamed[name] = f"{name}__fp16"
+            node.output[slot] = renamed[name]
+            casts_after.setdefault(index, []).append(cast(renamed[name], name, FLOAT))
+    for index in low:
+        node = graph.node[index]
+        for slot, name in enumerate(node.input):
+            if name in renamed:
+                node.input[slot] = renamed[name]
+
+    nodes = list(casts_in)
+    for index, node in enumerate(graph.node):
+        nodes.append(node)
+        nodes.extend(casts_after.get(index, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]
+    onnx.checker.check_model(converted, full_check=True)
+    report = PrecisionReport(precision, len(low), len(graph.node) - len(low) - cast_count, cast_count,
+                             len(fp16_weights), clipped)
+    return converted, report
+
+
+def _retype_attributes(node: onnx.NodeProto) -> None:
+    """Inside the FP16 region, casts and constants that make FP32 make FP16 instead."""
+    for attribute in node.attribute:
+        if node.op_type == "Cast" and attribute.name == "to" and attribute.i == FLOAT:
+            attribute.i = FLOAT16
+        elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == FLOAT:
+            attribute.t.CopyFrom(numpy_helper.from_array(to_float16(numpy_helper.to_array(attribute.t)), attribute.t.name))
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """The precision plan a chexplain graph was written with (its manifest says)."""
+    for entry in model.metadata_props:
+        if entry.key == MANIFEST_KEY:
+            return Manifest.from_json(entry.value).precision
+    raise ValueError("no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
+
+
+def write_precision(source: str | Path, target: str | Path, precision: str) -> PrecisionReport:
+    """Convert the FP32 graph at ``source`` and save it at ``target`` with its manifest updated."""
+    model = onnx.load(str(source))
+    current = graph_precision(model)
+    if current != "fp32":
+        raise ValueError(f"{source}: the graph is already {current}; convert from the FP32 export")
+    converted, report = convert_precision(model, precision)
+    for entry in converted.metadata_props:
+        if entry.key == MANIFEST_KEY:
+            manifest = Manifest.from_json(entry.value)
+            manifest.precision = precision
+            entry.value = manifest.to_json()
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(converted, str(target))
+    return report

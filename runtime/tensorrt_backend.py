@@ -1,0 +1,132 @@
+"""Run a chexplain TensorRT engine (TensorRT 10 API; memory through cuda-python, no torch).
+
+Deserialises the engine, checks its sidecar against this GPU and TensorRT version, and
+runs named I/O tensors: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``
+on one CUDA stream, inputs and outputs staged in pinned host buffers. With
+``cuda_graph=True`` the enqueue is captured once per input shape and replayed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..models.manifest import Manifest
+from .cuda import PinnedBuffer, check, cudart, gpu_info
+from .engines import EngineInfo
+
+TENSORRT_RUNTIME_HINT = ("TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer); "
+                         "elsewhere pip install 'chexplain[tensorrt]'")
+
+
+def import_tensorrt() -> Any:
+    """The tensorrt module, or ImportError saying how to install it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise ImportError(TENSORRT_RUNTIME_HINT) from None
+    return tensorrt
+
+
+class TensorRTBackend:
+    """Runs one engine on the GPU; the same ``run`` contract as the ONNX Runtime backend."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: str | Path, cuda_graph: bool = False) -> None:
+        trt = import_tensorrt()
+        self.path = Path(engine_path)
+        self.info = EngineInfo.read(self.path)
+        gpu = gpu_info()
+        self.info.check(trt.__version__, gpu.name, gpu.compute_capability)
+        self.manifest = Manifest.from_dict(self.info.data["manifest"])
+        self.gpu = gpu
+        self._trt = trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"{self.path}: TensorRT could not deserialise the engine; rebuild it with "
+                               f"`{self.info.rebuild_command()}`")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        self._buffers: dict[str, PinnedBuffer] = {}
+        self._stream = check(cudart().cudaStreamCreate())
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
+
+    def describe(self) -> str:
+        return f"tensorrt {self._trt.__version__} ({self.gpu.name}, {self.info.precision} engine {self.path.name})"
+
+    def _buffer(self, name: str, nbytes: int) -> PinnedBuffer:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            if buffer is not None:
+                buffer.free()
+                self._graphs.clear()  # captured graphs hold the old addresses
+            buffer = self._buffers[name] = PinnedBuffer(nbytes)
+            self.context.set_tensor_address(name, int(buffer.device))
+        return buffer
+
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Run on a batch ``image`` [B, C, H, W]; returns every output by name."""
+        feeds = {"image": image, **inputs}
+        missing = set(self.input_names) - set(feeds)
+        if missing:
+            raise ValueError(f"{self.path.name}: missing inputs {', '.join(sorted(missing))}")
+        rt = cudart()
+        key = []
+        for name in self.input_names:
+            array = np.ascontiguousarray(feeds[name], dtype=self._dtypes[name])
+            key.append(array.shape)
+            if not self.context.set_input_shape(name, array.shape):
+                raise ValueError(f"{self.path.name}: input {name} of shape {array.shape} is outside the engine's profile "
+                                 f"{self.info.data['profiles'].get(name)}")
+            buffer = self._buffer(name, array.nbytes)
+            buffer.view(array.shape, array.dtype)[...] = array
+            buffer.to_device(array.nbytes, self._stream)
+        shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
+        for name, shape in shapes.items():
+            self._buffer(name, int(np.prod(shape)) * self._dtypes[name].itemsize)
+        self._enqueue(tuple(key))
+        results = {}
+        for name, shape in shapes.items():
+            nbytes = int(np.prod(shape)) * self._dtypes[name].itemsize
+            self._buffers[name].to_host(nbytes, self._stream)
+        check(rt.cudaStreamSynchronize(self._stream))
+        for name, shape in shapes.items():
+            results[name] = self._buffers[name].view(shape, self._dtypes[name]).copy()
+        return results
+
+    def _enqueue(self, key: tuple[tuple[int, ...], ...]) -> None:
+        rt = cudart()
+        if not self.cuda_graph:
+            if not self.context.execute_async_v3(int(self._stream)):
+                raise RuntimeError(f"{self.path.name}: TensorRT failed to run the engine")
+            return
+        graph_exec = self._graphs.get(key)
+        if graph_exec is None:
+            # One plain enqueue first: TensorRT finishes its lazy set-up outside the capture.
+            self.context.execute_async_v3(int(self._stream))
+            check(rt.cudaStreamBeginCapture(self._stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
+            self.context.execute_async_v3(int(self._stream))
+            graph = check(rt.cudaStreamEndCapture(self._stream))
+            graph_exec = self._graphs[key] = check(rt.cudaGraphInstantiate(graph, 0))
+        check(rt.cudaGraphLaunch(graph_exec, self._stream))
+
+    def close(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.free()
+        self._buffers.clear()
+        self._graphs.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,211 @@
+"""GPU check, run by tests/gpu/check.sh on a machine with an NVIDIA GPU; prints one table.
+
+With TensorRT (and onnx, onnxscript, onnxruntime): exports the default graph, builds fp32,
+fp16 and mixed engines, compares each with ONNX Runtime CPU in FP32 (Polygraphy-style
+tolerances) and times them. Without TensorRT it says so and checks the PyTorch explainer on
+CUDA instead: parity with the CPU, FP16 fidelity, latency (CUDA events, medians).
+Works from the source tree without installing chexplain; needs torch (and torchvision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+import chexplain  # noqa: E402
+
+# The stage folders sit at the repository root; installed, they are chexplain.* sub-packages.
+chexplain.__path__.append(str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from chexplain.explain import Explainer, GradCAM, LRP  # noqa: E402
+from chexplain.models.zoo import seeded_model  # noqa: E402
+
+MAP_PEARSON = 0.99          # the precision plan's criterion for heatmaps
+PROBABILITY_ATOL = 1e-2     # and for probabilities
+FP32_ATOL, FP32_RTOL = 1e-4, 1e-3   # Polygraphy's defaults are 1e-5; GPU kernels reorder sums
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return float(np.array_equal(a, b))
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def min_map_pearson(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return min(pearson(reference[b, k], candidate[b, k]) for b in range(reference.shape[0]) for k in range(reference.shape[1]))
+
+
+def radiographs(size: int, count: int) -> torch.Tensor:
+    """The bundled samples (decoded by torchvision), normalised as the default model expects."""
+    from torchvision.io import ImageReadMode, read_image
+
+    paths = sorted((ROOT / "chexplain" / "samples").glob("*.png")) + sorted((ROOT / "tests" / "data" / "images").glob("*.png"))
+    images = []
+    for path in paths[:count]:
+        image = read_image(str(path), ImageReadMode.RGB).float().div(255)
+        image = torch.nn.functional.interpolate(image[None], size=(size, size), mode="area")[0]
+        mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        images.append((image - mean) / std)
+    return torch.stack(images)
+
+
+def cuda_median_ms(function, warmup: int, iterations: int) -> float:
+    """Median GPU time of ``function`` by CUDA events, after warm-up (trtexec's GPU compute time)."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iterations):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def wall_median_ms(function, warmup: int, iterations: int) -> float:
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def torch_check(iterations: int) -> bool:
+    """The PyTorch explainer on CUDA: parity with CPU, FP16 fidelity, latency."""
+    model, _ = seeded_model()
+    model.eval()
+    methods = [GradCAM(), LRP("epsilon")]
+    explainer = Explainer(model, methods).eval()
+    x = radiographs(224, 4)
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in explainer(x, top_k=3).items()}
+    targets = torch.from_numpy(reference["targets"])
+    if not torch.cuda.is_available():
+        print("no CUDA device: the PyTorch-CUDA check needs an NVIDIA GPU")
+        return False
+    device = torch.device("cuda")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows, ok = [], True
+    gpu = explainer.to(device)
+    with torch.no_grad():
+        fp32 = {k: v.float().cpu().numpy() for k, v in gpu(x.to(device), targets.to(device)).items()}
+        with torch.autocast("cuda", dtype=torch.float16):
+            autocast = {k: v.float().cpu().numpy() for k, v in gpu(x.to(device), targets.to(device)).items()}
+    half_model = Explainer(seeded_model()[0].eval(), methods).to(device).half()
+    with torch.no_grad():
+        half = {k: v.float().cpu().numpy() for k, v in half_model(x.to(device).half(), targets.to(device)).items()}
+    for label, result, strict in (("CUDA fp32 (TF32 off)", fp32, True), ("CUDA autocast fp16", autocast, False),
+                                  ("CUDA pure fp16", half, False)):
+        probs = float(np.abs(result["probabilities"] - reference["probabilities"]).max())
+        cam = min_map_pearson(reference["gradcam"], result["gradcam"])
+        lrp = min_map_pearson(reference["lrp"], result["lrp"])
+        finite = all(np.isfinite(result[k]).all() for k in ("gradcam", "lrp"))
+        verdict = (probs <= FP32_ATOL and cam >= 0.9999 and lrp >= 0.999) if strict else (
+            probs <= PROBABILITY_ATOL and cam >= MAP_PEARSON and lrp >= MAP_PEARSON and finite)
+        ok &= verdict or not strict
+        rows.append([label, f"{probs:.2e}", f"{cam:.4f}", f"{lrp:.4f}", "yes" if finite else "NO", "ok" if verdict else "below"])
+    table(f"PyTorch explainer on {torch.cuda.get_device_name()} vs CPU fp32 (4 radiographs, top 3, Grad-CAM + LRP epsilon)",
+          ["run", "max abs dprob", "Grad-CAM min pearson", "LRP min pearson", "finite", "criteria"], rows)
+
+    one = x[:1].to(device)
+    timings = []
+    with torch.no_grad():
+        plain = model.to(device)
+        timings.append(["eager forward", cuda_median_ms(lambda: plain(one), 10, iterations)])
+        cam_only = Explainer(model, [GradCAM()]).to(device).eval()
+        timings.append(["Grad-CAM, 14 classes", cuda_median_ms(lambda: cam_only(one, top_k=14), 10, iterations)])
+        lrp_only = Explainer(model, [LRP("epsilon")]).to(device).eval()
+        for k in (1, 3):
+            timings.append([f"LRP epsilon, {k} class{'es' if k > 1 else ''}",
+                            cuda_median_ms(lambda k=k: lrp_only(one, top_k=k), 10, iterations)])
+        with torch.autocast("cuda", dtype=torch.float16):
+            timings.append(["LRP epsilon, 3 classes, autocast fp16", cuda_median_ms(lambda: lrp_only(one, top_k=3), 10, iterations)])
+    forward = timings[0][1]
+    table(f"Latency on {torch.cuda.get_device_name()}, batch 1, 224x224 (CUDA events, median of {iterations})",
+          ["what", "median ms", "vs forward"], [[w, f"{t:.2f}", f"{t / forward:.2f}x"] for w, t in timings])
+    return ok
+
+
+def tensorrt_check(iterations: int, workdir: Path) -> bool:
+    """Export, build fp32/fp16/mixed engines, compare with ONNX Runtime CPU, time them."""
+    from chexplain.export.pipeline import export_model
+    from chexplain.export.tensorrt_build import BatchRange, build_engine
+    from chexplain.runtime.backends import OnnxRuntimeBackend
+    from chexplain.runtime.tensorrt_backend import TensorRTBackend
+
+    images = sorted((ROOT / "tests" / "data" / "images").glob("*.png"))[:2]
+    report = export_model("densenet121-chexpert", workdir, images, log=print)
+    onnx_path = Path(report["onnx"]["path"])
+    x = radiographs(224, 4).numpy()
+    reference = OnnxRuntimeBackend(onnx_path, providers=["CPUExecutionProvider"]).run(x)
+    rows, ok = [], True
+    for precision in ("fp32", "fp16", "mixed"):
+        built = build_engine(onnx_path, precision, batch=BatchRange(1, 1, 4), log=print)
+        for cuda_graph in (False, True):
+            backend = TensorRTBackend(built.path, cuda_graph=cuda_graph)
+            result = backend.run(x)
+            same = result["targets"] == reference["targets"]
+            probs = float(np.abs(result["probabilities"] - reference["probabilities"]).max())
+            cams = [pearson(reference["gradcam"][b, k], result["gradcam"][b, k]) for b, k in zip(*np.nonzero(same))]
+            lrps = [pearson(reference["lrp"][b, k], result["lrp"][b, k]) for b, k in zip(*np.nonzero(same))]
+            one = x[:1]
+            latency = wall_median_ms(lambda: backend.run(one), 10, iterations)
+            if precision == "fp32":
+                verdict = np.allclose(result["probabilities"], reference["probabilities"], atol=FP32_ATOL, rtol=FP32_RTOL)
+            else:
+                verdict = probs <= PROBABILITY_ATOL and min(cams) >= MAP_PEARSON and min(lrps) >= MAP_PEARSON
+            if precision != "fp16":
+                ok &= bool(verdict)
+            rows.append([precision, "yes" if cuda_graph else "no", f"{same.mean():.0%}", f"{probs:.2e}",
+                         f"{min(cams):.4f}", f"{min(lrps):.4f}", f"{latency:.2f}", "ok" if verdict else "below"])
+            backend.close()
+    table("TensorRT engines vs ONNX Runtime CPU fp32 (4 radiographs; latency: batch 1, end to end incl. transfers, median)",
+          ["engine", "CUDA graph", "same targets", "max abs dprob", "Grad-CAM min pearson", "LRP min pearson",
+           "median ms", "criteria"], rows)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=Path("artifacts/gpu-check"))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device: "
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    wanted = ("tensorrt", "onnx", "onnxscript", "onnxruntime")
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"TensorRT check skipped: {', '.join(missing)} not installed; running the PyTorch-CUDA check of the explainer")
+        return 0 if torch_check(args.iterations) else 1
+    return 0 if tensorrt_check(args.iterations, args.workdir) and torch_check(args.iterations) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
