@@ -23,8 +23,13 @@ DEFAULT_STABILIZER = 1e-6
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser)."""
-    return z + epsilon * ((z == 0).to(z.dtype) + z.sign())
+    """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser), bit for bit.
+
+    Written as z + (2 epsilon [z >= 0] - epsilon): a comparison, a cast and three cheap
+    arithmetic operators, without Sign, which ONNX Runtime's CPU kernels run ten times
+    slower than an addition.
+    """
+    return z + ((z >= 0).to(z.dtype) * (2 * epsilon) - epsilon)
 
 
 @dataclass(frozen=True)

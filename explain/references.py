@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 REFERENCE_HINT = "pip install zennit grad-cam (or 'chexplain[dev]')"
-PYTORCH_GRAD_CAM_VARIANTS = ("gradcam", "gradcam++", "hirescam", "layercam")
 
 
 def _require(module: str) -> Any:
@@ -25,22 +24,28 @@ def _require(module: str) -> Any:
         raise ImportError(f"the reference implementation {module} is not installed: {REFERENCE_HINT}") from None
 
 
+def _cam_class(variant: str) -> Any:
+    cams = _require("pytorch_grad_cam")
+    classes = {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
+               "layercam": cams.LayerCAM}
+    if variant not in classes:
+        raise ValueError(f"pytorch-grad-cam has no {variant!r} to compare with; it has {', '.join(classes)}")
+    return classes[variant]
+
+
 def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
                      classes: Sequence[int]) -> np.ndarray:
     """pytorch-grad-cam's maps [B, K, H, W] for each class, one call per class (min-max scaled as it returns them)."""
-    cams = _require("pytorch_grad_cam")
     targets = _require("pytorch_grad_cam.utils.model_targets")
-    cls = {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
-           "layercam": cams.LayerCAM}[variant]
-    with cls(model=model, target_layers=[layer]) as cam:
+    with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
         return np.stack([cam(input_tensor=x, targets=[targets.ClassifierOutputTarget(c)]) for c in classes], 1)
 
 
-def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
-    """Grad-CAM for K classes of one image in one call: the image repeated K times, one target each."""
-    cams = _require("pytorch_grad_cam")
+def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
+                             classes: Sequence[int]) -> np.ndarray:
+    """K classes of one image in one call: the image repeated K times, one target each."""
     targets = _require("pytorch_grad_cam.utils.model_targets")
-    with cams.GradCAM(model=model, target_layers=[layer]) as cam:
+    with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x.expand(len(classes), -1, -1, -1),
                    targets=[targets.ClassifierOutputTarget(c) for c in classes])
 

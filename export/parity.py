@@ -23,6 +23,7 @@ from torch import nn
 
 from ..models.manifest import Manifest
 from ..runtime.backends import OnnxRuntimeBackend
+from ..runtime.fidelity import agreement, map_pearsons
 from ..runtime.preprocess import preprocess
 from ..runtime.reader import read_radiograph
 
@@ -43,30 +44,6 @@ def load_inputs(images: Sequence[Path], manifest: Manifest) -> tuple[np.ndarray,
     if not batch:
         raise ValueError("no radiographs to check parity on")
     return np.stack(batch), names
-
-
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Max |difference|, the reference's scale, relative L2 error and Pearson correlation."""
-    ref, got = reference.astype(np.float64).ravel(), candidate.astype(np.float64).ravel()
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    norm = float(np.linalg.norm(ref))
-    pearson = float(np.corrcoef(ref, got)[0, 1]) if ref.size > 1 and ref.std() > 0 and got.std() > 0 else float(np.array_equal(ref, got))
-    return {
-        "max_abs_diff": float(np.abs(ref - got).max()) if ref.size else 0.0,
-        "scale": scale,
-        "relative_l2": float(np.linalg.norm(ref - got) / norm) if norm > 0 else 0.0,
-        "pearson": pearson,
-    }
-
-
-def map_pearsons(reference: np.ndarray, candidate: np.ndarray, same_class: np.ndarray | None) -> list[float]:
-    """Pearson correlation of each [B, K, ...] map with its reference, where the classes agree."""
-    values = []
-    for b in range(reference.shape[0]):
-        for k in range(reference.shape[1]):
-            if same_class is None or same_class[b, k]:
-                values.append(agreement(reference[b, k], candidate[b, k])["pearson"])
-    return values
 
 
 def judge_reduced(name: str, metrics: dict[str, float]) -> tuple[str, bool]:

@@ -3,7 +3,9 @@
 Deserialises the engine, checks its sidecar against this GPU and TensorRT version, and
 runs named I/O tensors: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``
 on one CUDA stream, inputs and outputs staged in pinned host buffers. With
-``cuda_graph=True`` the enqueue is captured once per input shape and replayed.
+``cuda_graph=True`` the enqueue is captured once per input shape and replayed. With
+``time_gpu`` set, CUDA events around the enqueue give ``last_gpu_ms`` (GPU compute,
+without the host/device transfers).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class TensorRTBackend:
         self._stream = check(cudart().cudaStreamCreate())
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self.time_gpu = False
+        self.last_gpu_ms: float | None = None
+        self._events = (check(cudart().cudaEventCreate()), check(cudart().cudaEventCreate()))
 
     def describe(self) -> str:
         return f"tensorrt {self._trt.__version__} ({self.gpu.name}, {self.info.precision} engine {self.path.name})"
@@ -93,12 +98,17 @@ class TensorRTBackend:
         shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self.output_names}
         for name, shape in shapes.items():
             self._buffer(name, int(np.prod(shape)) * self._dtypes[name].itemsize)
+        if self.time_gpu:
+            check(rt.cudaEventRecord(self._events[0], self._stream))
         self._enqueue(tuple(key))
+        if self.time_gpu:
+            check(rt.cudaEventRecord(self._events[1], self._stream))
         results = {}
         for name, shape in shapes.items():
             nbytes = int(np.prod(shape)) * self._dtypes[name].itemsize
             self._buffers[name].to_host(nbytes, self._stream)
         check(rt.cudaStreamSynchronize(self._stream))
+        self.last_gpu_ms = check(rt.cudaEventElapsedTime(*self._events)) if self.time_gpu else None
         for name, shape in shapes.items():
             results[name] = self._buffers[name].view(shape, self._dtypes[name]).copy()
         return results

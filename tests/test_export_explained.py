@@ -12,7 +12,7 @@ import torch
 
 from chexplain.explain import Explainer, GradCAM, LRP
 from chexplain.export.explained import input_bounds, parse_classes, parse_methods
-from chexplain.export.parity import agreement
+from chexplain.runtime.fidelity import agreement
 from chexplain.export.precision import convert_precision
 from chexplain.models.manifest import CHEXPERT_CLASSES
 from chexplain.models.zoo import seeded_model
@@ -23,6 +23,7 @@ from conftest import IMAGES, RG1_J2K_MONOCHROME1
 TENSORRT10_ALLOWED = {
     "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv",
     "ConvTranspose", "Div", "Equal", "Expand", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Greater",
+    "GreaterOrEqual",
     "Identity", "Less", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Range",
     "Reciprocal", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Sign", "Slice",
     "Split", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze", "Where",
@@ -70,8 +71,10 @@ def test_operators_are_in_the_tensorrt_allow_list(graph: onnx.ModelProto, precis
             assert all(_initializer_or_constant(graph, name) for name in node.input[1:] if name)
         if node.op_type == "Cast":
             assert attributes["to"] in TENSORRT_TYPES
-        if node.op_type in ("Split", "Slice", "Pad") and len(node.input) > 1:
-            assert _initializer_or_constant(graph, node.input[1])  # split sizes, starts, pads fixed at build
+        if node.op_type in ("Split", "Slice", "Pad", "Unsqueeze", "Squeeze") and len(node.input) > 1:
+            assert _initializer_or_constant(graph, node.input[1])  # split sizes, starts, pads, axes fixed at build
+        if node.op_type == "Slice" and len(node.input) > 3 and node.input[3]:
+            assert _initializer_or_constant(graph, node.input[3])  # Slice axes
 
 
 def test_report_and_manifest_describe_the_explanations(default_onnx: Path):

@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto
 
 from chexplain.export.onnx_export import read_manifest
-from chexplain.export.parity import agreement, judge_reduced, load_inputs, map_pearsons
+from chexplain.export.parity import judge_reduced, load_inputs
+from chexplain.runtime.fidelity import agreement, map_pearsons
 from chexplain.export.precision import convert_precision, forward_node_indices, to_float16, write_precision
 from chexplain.runtime import OnnxRuntimeBackend
 from conftest import SIIM

@@ -1,0 +1,53 @@
+"""How close one run's outputs are to a reference's: shared by the export's parity check and
+the benchmark. numpy only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max |difference|, the reference's scale, relative L2 error and Pearson correlation."""
+    ref, got = reference.astype(np.float64).ravel(), candidate.astype(np.float64).ravel()
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    norm = float(np.linalg.norm(ref))
+    pearson = float(np.corrcoef(ref, got)[0, 1]) if ref.size > 1 and ref.std() > 0 and got.std() > 0 else float(np.array_equal(ref, got))
+    return {
+        "max_abs_diff": float(np.abs(ref - got).max()) if ref.size else 0.0,
+        "scale": scale,
+        "relative_l2": float(np.linalg.norm(ref - got) / norm) if norm > 0 else 0.0,
+        "pearson": pearson,
+    }
+
+
+def map_pearsons(reference: np.ndarray, candidate: np.ndarray, same_class: np.ndarray | None) -> list[float]:
+    """Pearson correlation of each [B, K, ...] map with its reference, where the classes agree."""
+    values = []
+    for b in range(reference.shape[0]):
+        for k in range(reference.shape[1]):
+            if same_class is None or same_class[b, k]:
+                values.append(agreement(reference[b, k], candidate[b, k])["pearson"])
+    return values
+
+
+def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+             map_outputs: Sequence[str]) -> dict[str, Any]:
+    """Probabilities' max |difference|, how often the explained classes agree, and for each
+    heatmap output the Pearson correlation per map (where the classes agree)."""
+    result: dict[str, Any] = {
+        "probabilities_max_abs_diff": float(np.abs(outputs["probabilities"] - reference["probabilities"]).max()),
+    }
+    same = None
+    if "targets" in outputs and "targets" in reference:
+        same = outputs["targets"] == reference["targets"]
+        result["targets_agreement"] = float(same.mean())
+    for name in map_outputs:
+        pearsons = map_pearsons(reference[name], outputs[name], same)
+        if pearsons:
+            result[name] = {"min_pearson": min(pearsons), "median_pearson": float(np.median(pearsons)),
+                            "max_abs_diff": float(np.abs(reference[name] - outputs[name]).max()),
+                            "maps": len(pearsons)}
+    return result
