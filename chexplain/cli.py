@@ -414,6 +414,65 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
 
 
 @main.command()
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+              help="Exported graph with a targets input (chexplain export --classes input): name, folder or .onnx.")
+@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A phantom dataset (CSV + masks/), e.g. from chexplain phantoms.")
+@click.option("--csv", "csv_name", default="valid.csv", show_default=True, help="Which CSV of --data.")
+@click.option("--boxes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Or NIH-style bounding boxes (Image Index, Finding Label, x, y, w, h) for the images in --images.")
+@click.option("--images", "image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of the radiographs --boxes names.")
+@click.option("--method", "methods", multiple=True, metavar="METHOD", help="Methods to evaluate [default: all in the graph].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N radiographs only.")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Size of the top region (IoU, connected components) as a share of the pixels.")
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Deletion/insertion steps.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
+              show_default=True, help="Writes evaluation.json (chexplain.evaluate/1) and evaluation.md.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help=BACKEND_HELP)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fraction, steps, out_dir, backend, threads) -> None:
+    """Measure the explanations against ground truth: pointing game, relevance mass and rank
+    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion."""
+    from .runtime.backends import open_backend
+    from .runtime.errors import ModelNotFoundError
+    from .runtime.evaluate import box_cases, markdown, phantom_cases, run_evaluation
+    from .runtime.explain import graph_methods, select_methods
+
+    if (data_root is None) == (boxes is None) or (boxes is not None and image_dir is None):
+        raise click.UsageError("give --data (phantoms with masks) or --boxes with --images")
+    try:
+        engine = open_backend(model, backend, threads=threads, notify=_note)
+        chosen = select_methods(graph_methods(engine.manifest.explanations), methods)
+        cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
+    except (ModelNotFoundError, ImportError, ValueError, OSError) as error:
+        raise click.UsageError(str(error)) from None
+    cases = cases[:limit] if limit else cases
+    if not cases:
+        raise click.UsageError("no radiographs with ground truth for the graph's classes")
+    click.echo(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}; {len(cases)} radiographs",
+               err=True)
+    try:
+        with click.progressbar(length=len(cases), label="evaluating", file=sys.stderr) as bar:
+            document = run_evaluation(engine, cases, chosen, fraction=fraction, steps=steps,
+                                      progress=lambda index, _: bar.update(1))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n")
+    table = markdown(document["summary"])
+    (out_dir / "evaluation.md").write_text(table)
+    click.echo(table)
+    for failure in document["failures"]:
+        _error(f"{failure['image']}: {failure['error']}")
+    click.echo(f"results: {out_dir / 'evaluation.json'}", err=True)
+    if document["failures"]:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command()
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder the CSVs' image paths start from (e.g. the one holding CheXpert-v1.0-small/).")
 @click.option("--train-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

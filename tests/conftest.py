@@ -51,3 +51,14 @@ def classifier_onnx(tmp_path_factory: pytest.TempPathFactory, radiographs: list[
     root = tmp_path_factory.mktemp("classifier")
     export_model("densenet121-chexpert", root, radiographs[:3] + [SIIM], explain="none", log=lambda _: None)
     return root / "densenet121-chexpert" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def targets_graph(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
+    """Grad-CAM and LRP epsilon with a `targets` input, and the exposed activations and gradients."""
+    from chexplain.export import export_model
+
+    root = tmp_path_factory.mktemp("targets")
+    export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam,lrp:epsilon", classes="input",
+                 expose_gradients=True, log=lambda _: None)
+    return root / "densenet121-chexpert" / "model.onnx"

@@ -131,23 +131,12 @@ def test_method_and_class_specs():
     np.testing.assert_allclose(bounds[0][0], -0.485 / 0.229)
 
 
-@pytest.fixture(scope="module")
-def targets_graph(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
-    """Grad-CAM with a `targets` input and the exposed activations and gradients."""
-    from chexplain.export import export_model
-
-    root = tmp_path_factory.mktemp("targets")
-    export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam", classes="input",
-                 expose_gradients=True, log=lambda _: None)
-    return root / "densenet121-chexpert" / "model.onnx"
-
-
 def test_targets_input_with_any_k_and_exposed_gradients(targets_graph: Path, unseen: np.ndarray):
     from chexplain.runtime.cam import VARIANTS, cam
 
     backend = OnnxRuntimeBackend(targets_graph)
     assert backend.input_names == ["image", "targets"]
-    assert backend.output_names == ["probabilities", "logits", "gradcam", "target_activations", "target_gradients"]
+    assert backend.output_names == ["probabilities", "logits", "gradcam", "lrp", "target_activations", "target_gradients"]
     model = seeded_model()[0]
     explainer = Explainer(model, [GradCAM(variant=v) for v in VARIANTS])
     for targets in (np.array([[4], [9]]), np.array([[0, 13, 2, 7, 5], [1, 1, 3, 12, 6]])):

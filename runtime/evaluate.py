@@ -1,0 +1,187 @@
+"""`chexplain evaluate`: how well each exported explanation localises, how granular and
+sparse it is, and how faithful to the classifier, over radiographs with ground truth.
+
+Ground truth is a mask per finding (phantoms: ``masks/<image path>/<finding>.png``) or an
+NIH-style bounding box (``Image Index, Finding Label, x, y, w, h``). The graph must take a
+``targets`` input (``chexplain export --classes input``) so that each image is explained for
+its own findings. Localisation is measured on the radiograph's own pixel grid; deletion and
+insertion perturb the network input (most relevant pixels first, towards a blurred copy)
+and read the class probability from the same graph. No torch.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..models.manifest import CHEXPERT_CLASSES
+from ..models.phantoms import slug
+from .backends import Backend
+from .explain import GraphMethod
+from .explanation_metrics import (
+    curve_auc, gini, high_frequency_energy, perturbation_curve, pointing_game, region_components,
+    relevance_mass_accuracy, relevance_rank_accuracy, top_region_iou,
+)
+from .preprocess import preprocess
+from .reader import read_radiograph
+
+EVALUATE_SCHEMA = "chexplain.evaluate/1"
+NIH_TO_CHEXPERT = {
+    "Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Effusion": "Pleural Effusion",
+    "Infiltrate": "Lung Opacity", "Infiltration": "Lung Opacity", "Mass": "Lung Lesion", "Nodule": "Lung Lesion",
+    "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax",
+}
+METRICS = ("pointing_game", "mass_accuracy", "rank_accuracy", "top_iou", "gini", "high_frequency", "components",
+           "component_size", "deletion_auc", "insertion_auc")
+
+
+@dataclass
+class EvalCase:
+    """A radiograph and the ground-truth region of each of its findings (a mask file or a box)."""
+
+    path: Path
+    regions: dict[str, Path | tuple[float, float, float, float]] = field(default_factory=dict)
+
+    def mask(self, finding: str, shape: tuple[int, int]) -> np.ndarray:
+        region = self.regions[finding]
+        if isinstance(region, Path):
+            mask = cv2.imread(str(region), cv2.IMREAD_GRAYSCALE)
+            if mask is None:
+                raise ValueError(f"{region}: not a readable mask")
+            if mask.shape != shape:
+                mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
+            return mask > 127
+        x, y, w, h = region
+        mask = np.zeros(shape, bool)
+        mask[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))] = True
+        return mask
+
+
+def phantom_cases(data: Path, csv_name: str = "valid.csv") -> list[EvalCase]:
+    """The images of a phantom dataset's CSV with a mask for each positive finding."""
+    cases = []
+    with (data / csv_name).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            relative = Path(row["Path"])
+            regions: dict[str, Path | tuple[float, float, float, float]] = {}
+            for name in CHEXPERT_CLASSES[1:]:
+                mask = data / "masks" / relative.with_suffix("") / f"{slug(name)}.png"
+                if row.get(name, "").strip() in ("1", "1.0") and mask.is_file():
+                    regions[name] = mask
+            if regions:
+                cases.append(EvalCase(data / relative, regions))
+    return cases
+
+
+def box_cases(boxes_csv: Path, images: Path) -> list[EvalCase]:
+    """NIH ChestX-ray14 boxes (``BBox_List_2017.csv`` layout) for the images found in ``images``."""
+    by_image: dict[str, EvalCase] = {}
+    with boxes_csv.open(newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for row in reader:
+            if len(row) < 6 or row[1] not in NIH_TO_CHEXPERT or not (images / row[0]).is_file():
+                continue
+            case = by_image.setdefault(row[0], EvalCase(images / row[0]))
+            case.regions[NIH_TO_CHEXPERT[row[1]]] = tuple(float(v) for v in row[2:6])
+    return list(by_image.values())
+
+
+def _blurred(image: np.ndarray) -> np.ndarray:
+    """The deletion/insertion baseline: the input with its detail blurred away."""
+    sigma = image.shape[-1] / 20
+    return np.stack([cv2.GaussianBlur(channel, (0, 0), sigma) for channel in image])
+
+
+def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMethod], *, fraction: float,
+                  steps: int) -> list[dict[str, Any]]:
+    """Every metric for each finding of one radiograph and each method."""
+    classes = backend.manifest.classes
+    findings = [f for f in case.regions if f in classes]
+    if not findings:
+        return []
+    radiograph = read_radiograph(case.path, allow_any_view=True)
+    image, geometry = preprocess(radiograph.pixels, backend.manifest.preprocessing)
+    targets = np.array([[classes.index(f) for f in findings]], np.int64)
+    outputs = backend.run(image[None], targets=targets)
+    baseline = _blurred(image)
+    records = []
+    for method in methods:
+        maps = method.maps(outputs)[0]
+        for k, finding in enumerate(findings):
+            heat = geometry.to_original(maps[k])
+            mask = case.mask(finding, heat.shape)
+            at_input = cv2.resize(maps[k].astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
+            target = np.array([[classes.index(finding)]], np.int64)
+
+            def score(batch: np.ndarray, target: np.ndarray = target, index: int = classes.index(finding)) -> np.ndarray:
+                result = backend.run(batch.astype(np.float32), targets=np.repeat(target, len(batch), 0))
+                return result["probabilities"][:, index]
+
+            count, size = region_components(heat, fraction)
+            records.append({
+                "image": str(case.path), "finding": finding, "method": method.label,
+                "probability": float(outputs["probabilities"][0, classes.index(finding)]),
+                "mask_fraction": float(mask.mean()),
+                "pointing_game": float(pointing_game(heat, mask)),
+                "mass_accuracy": relevance_mass_accuracy(heat, mask),
+                "rank_accuracy": relevance_rank_accuracy(heat, mask),
+                "top_iou": top_region_iou(heat, mask, fraction),
+                "gini": gini(heat),
+                "high_frequency": high_frequency_energy(at_input),
+                "components": float(count),
+                "component_size": size,
+                "deletion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps)),
+                "insertion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps, insertion=True)),
+            })
+    return records
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean of each metric per method and finding, and per method over all findings."""
+    rows = []
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    for method in methods:
+        mine = [r for r in records if r["method"] == method]
+        groups = [("all findings", mine)] + [(f, [r for r in mine if r["finding"] == f])
+                                             for f in dict.fromkeys(r["finding"] for r in mine)]
+        for finding, group in groups:
+            rows.append({"method": method, "finding": finding, "n": len(group),
+                         **{m: float(np.mean([r[m] for r in group])) for m in METRICS}})
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    header = ["method", "finding", "n", "pointing game", "mass acc.", "rank acc.", "top-5% IoU", "Gini",
+              "high-freq. energy", "components", "component px", "deletion AUC (lower better)", "insertion AUC"]
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
+    for r in rows:
+        values = [r["pointing_game"], r["mass_accuracy"], r["rank_accuracy"], r["top_iou"], r["gini"], r["high_frequency"]]
+        lines.append(f"| {r['method']} | {r['finding']} | {r['n']} | " + " | ".join(f"{v:.3f}" for v in values)
+                     + f" | {r['components']:.1f} | {r['component_size']:.0f} | {r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequence[GraphMethod], *, fraction: float = 0.05,
+                   steps: int = 10, progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """Evaluate every case; a radiograph that cannot be read is reported and skipped."""
+    if "targets" not in backend.input_names:
+        raise ValueError(f"{backend.path}: evaluation explains each image's own findings and needs a graph with a "
+                         f"targets input: chexplain export --classes input")
+    records, failures = [], []
+    for index, case in enumerate(cases, 1):
+        try:
+            records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps)
+        except (ValueError, OSError) as error:
+            failures.append({"image": str(case.path), "error": str(error)})
+        if progress:
+            progress(index, str(case.path))
+    return {"schema": EVALUATE_SCHEMA, "model": backend.manifest.name, "graph": str(backend.path),
+            "settings": {"top_fraction": fraction, "perturbation_steps": steps, "baseline": "Gaussian blur (sigma = width / 20)"},
+            "summary": summarize(records), "records": records, "failures": failures}

@@ -1,0 +1,72 @@
+"""`chexplain evaluate` on phantoms with masks and on real radiographs with NIH boxes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from chexplain.cli import main
+from chexplain.models.phantoms import write_dataset
+from chexplain.runtime.evaluate import METRICS, EvalCase, box_cases, phantom_cases
+from conftest import IMAGES
+
+
+@pytest.fixture(scope="module")
+def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("phantoms")
+    write_dataset(root, 6, seed=3, size=256, valid_fraction=0.5)
+    return root
+
+
+def test_cases_from_phantom_masks_and_nih_boxes(phantom_data: Path, tmp_path: Path):
+    cases = phantom_cases(phantom_data)
+    assert cases and all(case.path.is_file() for case in cases)
+    for case in cases:
+        for finding, region in case.regions.items():
+            assert isinstance(region, Path) and region.is_file()
+            assert case.mask(finding, (256, 256)).any()
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                     "00013125_000.png,Cardiomegaly,169.0,406.3,662.1,418.3\n"
+                     "00013125_000.png,Infiltrate,100,100,50,40\n"
+                     "missing.png,Nodule,1,1,5,5\n"
+                     "00013125_000.png,Fibrosis,1,1,5,5\n")
+    (case,) = box_cases(boxes, IMAGES)
+    assert set(case.regions) == {"Cardiomegaly", "Lung Opacity"}
+    mask = case.mask("Lung Opacity", (1024, 1024))
+    assert mask.sum() == 50 * 40 and mask[100, 100] and not mask[99, 100]
+    assert EvalCase(case.path, {"Edema": (0, 0, 10, 10)}).mask("Edema", (20, 20)).sum() == 100
+
+
+def test_evaluate_command_on_phantoms(targets_graph: Path, phantom_data: Path, tmp_path: Path):
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data),
+                                       "--steps", "4", "--out", str(tmp_path), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "evaluation.json").read_text())
+    assert document["schema"] == "chexplain.evaluate/1" and not document["failures"]
+    methods = {r["method"] for r in document["records"]}
+    assert methods == {"gradcam", "lrp:epsilon"}
+    for record in document["records"]:
+        for metric in ("pointing_game", "mass_accuracy", "rank_accuracy", "top_iou", "deletion_auc", "insertion_auc"):
+            assert 0.0 <= record[metric] <= 1.0, (metric, record[metric])
+        assert 0.0 <= record["gini"] <= 1.0 and record["components"] >= 1
+    summary = {(row["method"], row["finding"]): row for row in document["summary"]}
+    for method in methods:
+        overall = summary[(method, "all findings")]
+        assert overall["n"] == sum(1 for r in document["records"] if r["method"] == method)
+        assert set(METRICS) <= set(overall)
+        assert overall["mass_accuracy"] == pytest.approx(
+            np.mean([r["mass_accuracy"] for r in document["records"] if r["method"] == method]))
+    assert "| lrp:epsilon | all findings |" in result.stdout and (tmp_path / "evaluation.md").is_file()
+
+
+def test_evaluate_needs_a_targets_graph_and_ground_truth(default_onnx: Path, phantom_data: Path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", "--model", str(default_onnx), "--data", str(phantom_data)])
+    assert result.exit_code == 2 and "targets input" in result.stderr
+    result = runner.invoke(main, ["evaluate", "--model", str(default_onnx)])
+    assert result.exit_code == 2 and "--data" in result.stderr
