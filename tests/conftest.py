@@ -62,3 +62,13 @@ def targets_graph(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Pa
     export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam,lrp:epsilon", classes="input",
                  expose_gradients=True, log=lambda _: None)
     return root / "densenet121-chexpert" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve phantoms with masks: eight for training, four for validation."""
+    from chexplain.models.phantoms import write_dataset
+
+    root = tmp_path_factory.mktemp("phantoms")
+    write_dataset(root, 12, seed=0, size=256, valid_fraction=0.34)
+    return root

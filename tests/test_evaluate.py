@@ -10,16 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.models.phantoms import write_dataset
 from chexplain.runtime.evaluate import METRICS, EvalCase, box_cases, phantom_cases
 from conftest import IMAGES
-
-
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    write_dataset(root, 6, seed=3, size=256, valid_fraction=0.5)
-    return root
 
 
 def test_cases_from_phantom_masks_and_nih_boxes(phantom_data: Path, tmp_path: Path):

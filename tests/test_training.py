@@ -13,7 +13,6 @@ from click.testing import CliRunner
 from chexplain.cli import main
 from chexplain.models.checkpoints import load_checkpoint
 from chexplain.models.metrics import auroc, youden_threshold
-from chexplain.models.phantoms import write_dataset
 from chexplain.models.training import TrainConfig, eta_text, masked_bce, random_affine, train
 
 
@@ -56,13 +55,6 @@ def test_augmentation_keeps_the_sides():
     moved = random_affine(pixels, np.random.default_rng(1))
     assert moved[:, 48:].mean() > 0.9 and moved[:, :24].mean() < 0.1
     assert eta_text(59) == "0:59" and eta_text(3725) == "1:02:05"
-
-
-@pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("phantoms")
-    write_dataset(root, 12, seed=0, size=96, valid_fraction=0.34)
-    return root
 
 
 def test_training_runs_checkpoints_resumes_and_learns(phantom_data: Path, tmp_path: Path):
