@@ -15,7 +15,7 @@ _LAZY = {
     "Classifier": ".onnx_export",
     "export_onnx": ".onnx_export",
     "operator_counts": ".onnx_export",
-    "read_manifest": ".onnx_export",
+    "read_manifest": ".metadata",
     "check_parity": ".parity",
     "export_model": ".pipeline",
     "convert_precision": ".precision",

@@ -7,7 +7,6 @@ number of classes K, and kept under ``<artifacts>/bench/<model>/<method>/``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,31 +18,20 @@ from .. import sample_images
 from ..explain import Explainer
 from ..explain.explainer import DEFAULT_LAYER
 from ..explain.references import pytorch_grad_cam_batched, zennit_composite, zennit_lrp
-from ..models.manifest import MANIFEST_KEY, Manifest
+from ..models.manifest import Manifest, slug
 from ..models.zoo import load_model
 from .explained import input_bounds, parse_methods
+from .metadata import manifest_of
 from .pipeline import export_model
 from .precision import write_precision
 
 
-def _slug(method: str) -> str:
-    return re.sub(r"[^a-z0-9+]+", "-", method.lower()).strip("-")
-
-
-def _manifest(path: Path) -> Manifest | None:
-    if not path.is_file():
-        return None
-    graph = onnx.load(str(path), load_external_data=False)
-    entry = next((e.value for e in graph.metadata_props if e.key == MANIFEST_KEY), None)
-    return Manifest.from_json(entry) if entry else None
-
-
 def bench_graph(model: str, method: str, precision: str, root: Path, log: Callable[[str], None]) -> Path:
     """The graph for ``method`` (``none``: the classifier) with a targets input, exported once."""
-    folder = root / _slug(method)
+    folder = root / slug(method.replace("+", "plus"))
     network, manifest = load_model(model)
     fp32 = folder / manifest.name / "model.onnx"
-    existing = _manifest(fp32)
+    existing = manifest_of(onnx.load(str(fp32), load_external_data=False)) if fp32.is_file() else None
     if existing is None or (method != "none" and not existing.explanations.get("targets_input")):
         log(f"exporting the bench graph for {method} to {fp32} (once; reused by later runs)")
         report = export_model(model, folder, sample_images(), explain=method,

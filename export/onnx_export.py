@@ -13,7 +13,8 @@ import onnx
 import torch
 from torch import nn
 
-from ..models.manifest import MANIFEST_KEY, Manifest
+from ..models.manifest import Manifest
+from .metadata import write_manifest
 
 # TensorRT 10.3 (JetPack 6) parses opsets 9 to 20.
 DEFAULT_OPSET = 20
@@ -89,8 +90,7 @@ def export_onnx(
     proto = program.model_proto
     seconds = time.perf_counter() - start
     del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = MANIFEST_KEY, manifest.to_json()
+    write_manifest(proto, manifest)
     proto.producer_name = "chexplain"
     onnx.checker.check_model(proto)
     onnx.save_model(proto, path)
@@ -110,12 +110,3 @@ class _quiet_exporter:
     def __exit__(self, *exc: object) -> None:
         for name, level in self._levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def read_manifest(path: str | Path) -> Manifest:
-    """The manifest stored in an exported graph."""
-    model = onnx.load(str(path), load_external_data=False)
-    for entry in model.metadata_props:
-        if entry.key == MANIFEST_KEY:
-            return Manifest.from_json(entry.value)
-    raise ValueError(f"{path}: no chexplain manifest in the ONNX metadata")

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..models.manifest import MANIFEST_KEY, Manifest
+from .metadata import manifest_of, write_manifest
 
 PRECISIONS = ("fp32", "fp16", "mixed")
 FORWARD_OUTPUTS = ("probabilities", "logits")
@@ -175,26 +175,17 @@ def _retype_attributes(node: onnx.NodeProto) -> None:
             attribute.t.CopyFrom(numpy_helper.from_array(to_float16(numpy_helper.to_array(attribute.t)), attribute.t.name))
 
 
-def graph_precision(model: onnx.ModelProto) -> str:
-    """The precision plan a chexplain graph was written with (its manifest says)."""
-    for entry in model.metadata_props:
-        if entry.key == MANIFEST_KEY:
-            return Manifest.from_json(entry.value).precision
-    raise ValueError("no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
-
-
 def write_precision(source: str | Path, target: str | Path, precision: str) -> PrecisionReport:
     """Convert the FP32 graph at ``source`` and save it at ``target`` with its manifest updated."""
     model = onnx.load(str(source))
-    current = graph_precision(model)
-    if current != "fp32":
-        raise ValueError(f"{source}: the graph is already {current}; convert from the FP32 export")
+    manifest = manifest_of(model)
+    if manifest is None:
+        raise ValueError(f"{source}: no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
+    if manifest.precision != "fp32":
+        raise ValueError(f"{source}: the graph is already {manifest.precision}; convert from the FP32 export")
     converted, report = convert_precision(model, precision)
-    for entry in converted.metadata_props:
-        if entry.key == MANIFEST_KEY:
-            manifest = Manifest.from_json(entry.value)
-            manifest.precision = precision
-            entry.value = manifest.to_json()
+    manifest.precision = precision
+    write_manifest(converted, manifest)
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(converted, str(target))
     return report

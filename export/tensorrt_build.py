@@ -24,14 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from .. import __version__
-from ..models.manifest import MANIFEST_KEY, Manifest, sha256_of
+from ..models.manifest import Manifest, sha256_of
 from ..runtime.cuda import GpuInfo, gpu_info
 from ..runtime.engines import engine_filename, gpu_slug, write_sidecar
 from ..runtime.tensorrt_backend import import_tensorrt as tensorrt_module
-from .precision import PRECISIONS, graph_precision, write_precision
+from .metadata import read_manifest
+from .precision import PRECISIONS, write_precision
 
 DEFAULT_WORKSPACE_GB = 4.0
 
@@ -114,8 +113,7 @@ def plan_build(tensorrt_version: str, precision: str, dla: bool = False) -> Buil
 
 def source_graph(onnx_path: Path, wanted: str, log: Callable[[str], None]) -> Path:
     """The graph with precision ``wanted``: the export itself, or a conversion written beside it."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    current = graph_precision(model)
+    current = read_manifest(onnx_path).precision
     if current == wanted:
         return onnx_path
     if current != "fp32":
@@ -220,7 +218,7 @@ def build_engine(
     plan = plan_build(trt.__version__, precision, dla=dla_core is not None)
     log(f"building a {precision} engine from {onnx_path} on {gpu.name} (compute {gpu.compute_capability}); {plan.describe()}")
     source = source_graph(onnx_path, plan.graph_precision, log)
-    manifest = _manifest_of(source)
+    manifest = read_manifest(source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -269,14 +267,6 @@ def build_engine(
     ))
     log(f"  engine {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB) in {seconds:.0f} s; sidecar {sidecar.name}")
     return EngineBuild(engine_path, sidecar, seconds, plan)
-
-
-def _manifest_of(path: Path) -> Manifest:
-    model = onnx.load(str(path), load_external_data=False)
-    for entry in model.metadata_props:
-        if entry.key == MANIFEST_KEY:
-            return Manifest.from_json(entry.value)
-    raise EngineBuildError(f"{path}: no chexplain manifest in the ONNX metadata; export it with `chexplain export`")
 
 
 def _tensors(network: Any, count: int, get: Callable[[int], Any]) -> list[dict[str, Any]]:

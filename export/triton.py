@@ -13,6 +13,7 @@ import onnx
 
 from ..models.manifest import MANIFEST_KEY
 from ..runtime.engines import EngineInfo
+from .metadata import manifest_of
 
 DEFAULT_MAX_BATCH = 8
 QUEUE_DELAY_US = 2000
@@ -68,12 +69,12 @@ def config_text(name: str, platform: str, inputs: list[dict[str, Any]], outputs:
 def add_onnx_model(repository: Path, onnx_path: Path, model_name: str, max_batch: int = DEFAULT_MAX_BATCH) -> Path:
     """``<repository>/<model>-onnx/{config.pbtxt,1/model.onnx}``; returns the model folder."""
     graph = onnx.load(str(onnx_path), load_external_data=False)
-    manifest = next((e.value for e in graph.metadata_props if e.key == MANIFEST_KEY), None)
+    manifest = manifest_of(graph)
     folder = repository / f"{model_name}-onnx"
     (folder / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, folder / "1" / "model.onnx")
     text = config_text(folder.name, "onnxruntime_onnx", _onnx_tensors(graph.graph.input),
-                       _onnx_tensors(graph.graph.output), max_batch, manifest)
+                       _onnx_tensors(graph.graph.output), max_batch, manifest.to_json() if manifest else None)
     (folder / "config.pbtxt").write_text(text)
     return folder
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         return cls.from_dict(json.loads(text))
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a class, model or device name: ``Pleural Effusion`` -> ``pleural-effusion``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def sha256_of(path: str | Path) -> str:

@@ -12,7 +12,6 @@ left out without changing the rest of the image. numpy and OpenCV only.
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .manifest import CHEXPERT_CLASSES
+from .manifest import CHEXPERT_CLASSES, slug
 
 # Per-image probability of each finding drawn independently (Consolidation and Pneumonia
 # are drawn as kinds of Lung Opacity; No Finding follows from the rest).
@@ -46,10 +45,6 @@ AIR, TISSUE, LUNG, MEDIASTINUM, HEART, BONE = 0.04, 0.42, 0.14, 0.58, 0.62, 0.12
 def _soft(layer: np.ndarray, sigma: float) -> np.ndarray:
     """A layer with its edges softened (anatomy has no pixel-sharp borders)."""
     return cv2.GaussianBlur(layer.astype(np.float32), (0, 0), max(sigma, 0.5))
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 @dataclass

@@ -10,10 +10,11 @@ Nothing here imports TensorRT.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..models.manifest import slug
 
 SIDECAR_SCHEMA = "chexplain.engine/1"
 ENGINE_SUFFIX = ".engine"
@@ -27,7 +28,7 @@ class EngineMismatchError(RuntimeError):
 
 def gpu_slug(gpu_name: str) -> str:
     """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3`` (safe in a file name)."""
-    return re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-") or "gpu"
+    return slug(gpu_name) or "gpu"
 
 
 def engine_filename(stem: str, gpu_name: str, tensorrt_version: str, precision: str) -> str:

@@ -20,8 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..models.manifest import CHEXPERT_CLASSES
-from ..models.phantoms import slug
+from ..models.manifest import CHEXPERT_CLASSES, slug
 from .backends import Backend
 from .explain import GraphMethod
 from .explanation_metrics import (

@@ -8,7 +8,6 @@ from its native resolution; LRP likewise from the network input), and ``sheet.pn
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..models.manifest import slug
 from .cam import VARIANTS, cam
 from .errors import InputError
 from .heatmaps import overlay, sheet
@@ -97,10 +97,6 @@ def graph_top_k(explanations: Mapping[str, Any], requested: str | None) -> int |
                      f"re-export with `chexplain export --classes {requested}`")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 @dataclass
 class ExplainedClass:
     name: str
@@ -119,7 +115,7 @@ class ExplanationWriter:
         self._used: set[str] = set()
 
     def folder_for(self, source: Path) -> Path:
-        name = _slug(source.stem) or "image"
+        name = slug(source.stem) or "image"
         candidate, n = name, 2
         while candidate in self._used:
             candidate, n = f"{name}-{n}", n + 1
@@ -139,7 +135,7 @@ class ExplanationWriter:
             for method in self.methods:
                 native = method.maps(prediction.outputs)[0, rank - 1]
                 heat = geometry.to_original(native)
-                stem = folder / f"{rank}_{_slug(name)}_{_slug(method.label)}"
+                stem = folder / f"{rank}_{slug(name)}_{slug(method.label)}"
                 image = overlay(radiograph.pixels, heat, method.signed, self.opacity)
                 if not cv2.imwrite(str(stem.with_suffix(".png")), image):
                     raise InputError(stem.with_suffix(".png"), "cannot write the overlay")

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from chexplain.cli import main
 from chexplain.models.manifest import CHEXPERT_CLASSES
-from chexplain.models.phantoms import CSV_COLUMNS, OPACITY_KINDS, PREVALENCE, PhantomGenerator, slug, write_dataset
+from chexplain.models.manifest import slug
+from chexplain.models.phantoms import CSV_COLUMNS, OPACITY_KINDS, PREVALENCE, PhantomGenerator, write_dataset
 
 SIZE = 192
 # Findings that add density show brighter inside their mask; the others darker.

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from chexplain.export.onnx_export import read_manifest
+from chexplain.export.metadata import read_manifest
 from chexplain.export.parity import judge_reduced, load_inputs
 from chexplain.runtime.fidelity import agreement, map_pearsons
 from chexplain.export.precision import convert_precision, forward_node_indices, to_float16, write_precision
