@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-PERCENTILES = (90, 95, 99)
 HIGH_VARIATION = 0.10  # a coefficient of variation above this makes the numbers suspect
 
 
