@@ -1,6 +1,7 @@
 # chexplain: `make export` exports the default model with its explanations, builds a TensorRT
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
-# `make engine` builds the engine only; `make test` runs the test suite. All create and reuse
+# `make engine` builds the engine only; `make test` runs the test suite; `make demo-model`
+# retrains the bundled demo model on phantoms (about an hour on two CPU cores). All create and reuse
 # the virtual environment .venv (on a Jetson: VENV_FLAGS=--system-site-packages, so JetPack's
 # TensorRT and PyTorch are seen).
 
@@ -15,8 +16,19 @@ MODEL_ONNX ?= artifacts/densenet121-chexpert/model.onnx
 # Engine precision: mixed keeps the classifier in FP16 and the explanations in FP32.
 PRECISION ?= mixed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# The bundled demo model: DenseNet121 from scratch on 3000 phantoms (600 more for validation).
+DEMO_DIR ?= build/demo
+DEMO_PHANTOMS ?= --n 3600 --seed 0 --size 256 --valid-fraction 0.1667
+DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers 1 --seed 0
+# The README's study: every CAM variant against every LRP composite on held-out phantoms
+# (seed 1), one graph per LRP composite (the exporter's optimiser slows down sharply with
+# several backward passes in one graph).
+STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
+  epsilon-gamma-box deep-taylor
+STUDY_EVALUATION ?= --limit 60 --steps 5
+STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
-.PHONY: export engine test install dev clean check-jetson-wheels
+.PHONY: export engine test install dev clean check-jetson-wheels demo-model demo-study
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
@@ -28,6 +40,21 @@ engine: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+demo-model: $(VENV)/.installed
+	$(BIN)/chexplain phantoms --out $(DEMO_DIR)/phantoms $(DEMO_PHANTOMS) --overwrite
+	$(BIN)/chexplain train --data $(DEMO_DIR)/phantoms $(DEMO_TRAINING) --name densenet121-chexpert --out $(DEMO_DIR)/run
+	$(BIN)/python -m chexplain.models.demo $(DEMO_DIR)/run/model.pt --training-data \
+	  "chexplain phantoms $(DEMO_PHANTOMS) (validation share: Youden thresholds); chexplain train $(DEMO_TRAINING)"
+
+demo-study: $(VENV)/.installed
+	$(BIN)/chexplain phantoms --out $(DEMO_DIR)/heldout $(STUDY_HELD_OUT) --overwrite
+	$(BIN)/chexplain export --explain gradcam --expose-gradients --classes input --name gradcam --out $(DEMO_DIR)/study
+	for composite in $(STUDY_COMPOSITES); do $(BIN)/chexplain export --explain lrp:$$composite --classes input \
+	  --name lrp-$$composite --out $(DEMO_DIR)/study || exit 1; done
+	for graph in gradcam $(addprefix lrp-,$(STUDY_COMPOSITES)); do $(BIN)/chexplain evaluate --method all \
+	  --model $(DEMO_DIR)/study/$$graph --data $(DEMO_DIR)/heldout --csv train.csv $(STUDY_EVALUATION) \
+	  --out $(DEMO_DIR)/study/results/$$graph || exit 1; done
 
 install: $(VENV)/.installed
 

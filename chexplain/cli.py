@@ -123,8 +123,8 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
               help="Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIFACTS), a folder, an .onnx or an .engine file.")
 @click.option("--method", "methods", multiple=True, metavar="METHOD",
-              help="gradcam, gradcam++, hirescam, layercam, guided-gradcam or lrp:<composite>; repeatable "
-                   "[default: every method in the graph].")
+              help="gradcam, gradcam++, hirescam, layercam, guided-gradcam or lrp:<composite>; repeatable; 'all' "
+                   "adds the CAM variants computed from exposed gradients [default: every method in the graph].")
 @click.option("--classes", default=None, metavar="topk:N|all|A,B",
               help="Classes to explain [default: the graph's own choice, e.g. topk:3]. With an in-graph top-k, "
                    "topk:N keeps the N most probable; a graph exported with --classes input takes all or names.")
@@ -244,8 +244,8 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     options = {"kind": kind, "xrv_weights": xrv_weights, "trust_pickle": trust_pickle, "name": name}
     if source_classes:
         options["source_classes"] = [c.strip() for c in source_classes.split(",")]
-    if model == DEFAULT_MODEL:
-        options = {}
+    if model == DEFAULT_MODEL:  # the bundled checkpoint: its format is known; only the name can change
+        options = {"name": name}
     try:
         report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=options,
                               explain=explain, classes=classes, layer=layer, epsilon=epsilon,
@@ -262,6 +262,10 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     if not report["parity"]["passed"]:
         failed = ", ".join(k for k, v in report["parity"]["outputs"].items() if not v["passed"])
         if precision == "fp32":
+            overflowing = [k for k, v in report["parity"]["outputs"].items() if v["criterion"].endswith("is finite")]
+            if overflowing:
+                _error(f"PyTorch's own {', '.join(overflowing)} holds NaN or inf on these radiographs: the rules overflow on "
+                       f"this model (e.g. lrp:z divides by pre-activations near zero); choose another composite, e.g. lrp:epsilon")
             _error(f"the exported graph does not match PyTorch within tolerance ({failed}); see the report")
         else:
             _error(f"the {precision} graph's {failed} fall below the precision plan's criteria (see the report); "
@@ -423,22 +427,32 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
               help="Or NIH-style bounding boxes (Image Index, Finding Label, x, y, w, h) for the images in --images.")
 @click.option("--images", "image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of the radiographs --boxes names.")
-@click.option("--method", "methods", multiple=True, metavar="METHOD", help="Methods to evaluate [default: all in the graph].")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N radiographs only.")
+@click.option("--method", "methods", multiple=True, metavar="METHOD",
+              help="Methods to evaluate, repeatable; 'all' adds the CAM variants computed from exposed gradients "
+                   "[default: every method in the graph].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Explain the first N radiographs with ground truth only (AUROC always covers the whole CSV).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="Size of the top region (IoU, connected components) as a share of the pixels.")
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Deletion/insertion steps.")
+@click.option("--examples", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Example sheets (every method's map, ground truth outlined) for the first N radiographs.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("evaluation"),
-              show_default=True, help="Writes evaluation.json (chexplain.evaluate/1) and evaluation.md.")
+              show_default=True, help="Writes evaluation.json (chexplain.evaluate/1), evaluation.md and examples/.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help=BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
-def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fraction, steps, out_dir, backend, threads) -> None:
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fraction, steps, examples, out_dir, backend,
+             threads) -> None:
     """Measure the explanations against ground truth: pointing game, relevance mass and rank
-    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion."""
+    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion. With
+    --data, also the classifier's AUROC per class on every radiograph of the CSV."""
+    from .models.chexpert_csv import read_labels
     from .runtime.backends import open_backend
     from .runtime.errors import ModelNotFoundError
-    from .runtime.evaluate import box_cases, markdown, phantom_cases, run_evaluation
+    from .runtime.evaluate import (
+        box_cases, classification, classification_markdown, markdown, phantom_cases, require_targets, run_evaluation,
+    )
     from .runtime.explain import graph_methods, select_methods
 
     if (data_root is None) == (boxes is None) or (boxes is not None and image_dir is None):
@@ -447,6 +461,8 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fract
         engine = open_backend(model, backend, threads=threads, notify=_note)
         chosen = select_methods(graph_methods(engine.manifest.explanations), methods)
         cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
+        labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root else None
+        require_targets(engine)
     except (ModelNotFoundError, ImportError, ValueError, OSError) as error:
         raise click.UsageError(str(error)) from None
     cases = cases[:limit] if limit else cases
@@ -454,15 +470,22 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fract
         raise click.UsageError("no radiographs with ground truth for the graph's classes")
     click.echo(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}; {len(cases)} radiographs",
                err=True)
-    try:
-        with click.progressbar(length=len(cases), label="evaluating", file=sys.stderr) as bar:
-            document = run_evaluation(engine, cases, chosen, fraction=fraction, steps=steps,
-                                      progress=lambda index, _: bar.update(1))
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    scores = None
+    if labels is not None:
+        with click.progressbar(length=len(labels), label="classifying", file=sys.stderr) as bar:
+            scores = classification(engine, labels, progress=lambda index, _: bar.update(1))
+    with click.progressbar(length=len(cases), label="explaining", file=sys.stderr) as bar:
+        document = run_evaluation(engine, cases, chosen, fraction=fraction, steps=steps, examples=examples,
+                                  sheets=out_dir / "examples", progress=lambda index, _: bar.update(1))
+    document["classification"] = scores
+    table = markdown(document["summary"])
+    if scores is not None:
+        table = (f"Classification ({scores['images']} radiographs of {data_root / csv_name})\n\n"
+                 f"{classification_markdown(scores)}\nExplanations\n\n{table}")
+        reported = {f["image"] for f in document["failures"]}
+        document["failures"] += [f for f in scores["failures"] if f["image"] not in reported]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n")
-    table = markdown(document["summary"])
     (out_dir / "evaluation.md").write_text(table)
     click.echo(table)
     for failure in document["failures"]:

@@ -110,6 +110,8 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
         if reduced and name == "targets":
             worst["agreement"] = float(np.mean(ref == runs[0][name]))
         criterion, passed = (judge_reduced if reduced else judge)(name, worst)
+        if not np.isfinite(ref).all():  # nothing to match: the rules themselves overflow on this model
+            criterion, passed = "PyTorch's own output is finite", False
         outputs[name] = {**worst, "criterion": criterion, "passed": passed}
     return {
         "precision": manifest.precision,

@@ -49,6 +49,7 @@ def export_model(
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     network, manifest = load_model(model, **(checkpoint_options or {}))
+    manifest.name = (checkpoint_options or {}).get("name") or manifest.name
     methods = parse_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
     out_dir = out_root / manifest.name
     onnx_path = out_dir / "model.onnx"
@@ -60,7 +61,8 @@ def export_model(
         explainer = Explainer(network, methods, expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm)
         module = ExplainedGraph(explainer, selection)
         manifest.explanations = explanation_settings(explainer, selection, manifest.classes)
-        log(f"  explanations: {', '.join(module.output_names[3:])} for classes {selection.spec}")
+        maps = [n for n in module.output_names if n not in ("probabilities", "logits", "targets")]
+        log(f"  explanations: {', '.join(maps)} for classes {selection.spec}")
     else:
         module, selection = Classifier(network), None
     exported = export_onnx(module, manifest, onnx_path, opset=opset, with_targets=bool(selection and selection.mode == "input"))

@@ -74,11 +74,18 @@ class Preprocessing:
             raise ValueError(f"input size {self.size} is too small")
 
 
+# Weights that know nothing of patients' radiographs, and what every output says about them.
+DEMO_WARNINGS = {
+    "seeded": "SEEDED RANDOM WEIGHTS: predictions are meaningless",
+    "phantoms": "DEMO MODEL TRAINED ON SYNTHETIC PHANTOMS: meaningless on patients' radiographs",
+}
+
+
 @dataclass
 class Weights:
     """Where the parameters came from."""
 
-    source: str = "seeded"  # seeded | chexplain | torchvision | torchxrayvision | chexnet | bundled
+    source: str = "seeded"  # seeded | phantoms | chexplain | torchvision | torchxrayvision | chexnet
     file: str | None = None
     sha256: str | None = None
     seed: int | None = None
@@ -114,14 +121,14 @@ class Manifest:
 
     @property
     def is_demo(self) -> bool:
-        """True when the weights carry no learned knowledge of radiographs."""
-        return self.weights.source == "seeded"
+        """True when the weights know nothing of patients' radiographs (seeded, or trained on phantoms)."""
+        return self.weights.source in DEMO_WARNINGS
 
     def banner(self) -> str:
         """One line that every output shows next to the predictions."""
         words = [f"model {self.name}", self.status.upper()]
         if self.is_demo:
-            words.append("SEEDED RANDOM WEIGHTS: predictions are meaningless")
+            words.append(DEMO_WARNINGS[self.weights.source])
         return " | ".join(words)
 
     def to_dict(self) -> dict[str, Any]:

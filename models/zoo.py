@@ -25,7 +25,7 @@ def seeded_model(seed: int = DEFAULT_SEED, name: str = DEFAULT_MODEL) -> tuple[D
     manifest = Manifest(
         name=name,
         weights=Weights(source="seeded", seed=seed),
-        description="DenseNet121 architecture with seeded random weights; no trained weights are bundled yet.",
+        description="DenseNet121 architecture with seeded random weights: a stand-in where no trained weights are found.",
     )
     return model, manifest
 

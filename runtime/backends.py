@@ -103,6 +103,15 @@ class Backend(Protocol):
     def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
+def probability_targets(backend: Backend, count: int, index: int) -> np.ndarray:
+    """Targets for runs that only need the probabilities: an empty class axis on ONNX Runtime,
+    which then spends nothing on the explanations; one class on TensorRT, whose profiles start
+    at one."""
+    if backend.name == "onnxruntime":
+        return np.zeros((count, 0), np.int64)
+    return np.full((count, 1), index, np.int64)
+
+
 def _tensorrt_here() -> tuple[str, str, str]:
     """TensorRT version, GPU name and compute capability; raises ImportError/RuntimeError when absent."""
     from .cuda import gpu_info

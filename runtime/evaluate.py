@@ -20,13 +20,17 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..models.chexpert_csv import LabelTable
 from ..models.manifest import CHEXPERT_CLASSES, slug
-from .backends import Backend
+from ..models.metrics import auroc
+from .backends import Backend, probability_targets
+from .errors import InputError
 from .explain import GraphMethod
 from .explanation_metrics import (
     curve_auc, gini, high_frequency_energy, perturbation_curve, pointing_game, region_components,
     relevance_mass_accuracy, relevance_rank_accuracy, top_region_iou,
 )
+from .heatmaps import overlay, sheet
 from .preprocess import preprocess
 from .reader import read_radiograph
 
@@ -92,15 +96,85 @@ def box_cases(boxes_csv: Path, images: Path) -> list[EvalCase]:
     return list(by_image.values())
 
 
+def require_targets(backend: Backend) -> None:
+    """Evaluation explains each image for its own findings: the graph needs a targets input."""
+    if "targets" not in backend.input_names:
+        raise ValueError(f"{backend.path}: evaluation explains each image's own findings and needs a graph with a "
+                         f"targets input: chexplain export --classes input")
+
+
+def classification(backend: Backend, table: LabelTable,
+                   progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """AUROC per class of the graph's probabilities against a CSV's labels (those ``table``
+    does not know, e.g. uncertain ones under u-ignore, left out); unreadable radiographs are
+    reported and left out."""
+    classes = backend.manifest.classes
+    scores = np.zeros((len(table), len(classes)), np.float64)
+    readable = np.ones(len(table), bool)
+    failures = []
+    for row, path in enumerate(table.paths):
+        try:
+            radiograph = read_radiograph(path, allow_any_view=True)
+            image, _ = preprocess(radiograph.pixels, backend.manifest.preprocessing)
+            scores[row] = backend.run(image[None], targets=probability_targets(backend, 1, 0))["probabilities"][0]
+        except (InputError, ValueError, OSError) as error:
+            readable[row] = False
+            failures.append({"image": str(path), "error": str(error)})
+        if progress:
+            progress(row + 1, str(path))
+    per_class = {}
+    for index, name in enumerate(classes):
+        if name not in table.classes:
+            continue
+        column = table.classes.index(name)
+        keep = readable & (table.known[:, column] > 0)
+        labels = table.labels[keep, column] > 0
+        per_class[name] = {"auroc": auroc(labels, scores[keep, index]), "positives": int(labels.sum()),
+                           "negatives": int((~labels).sum())}
+    defined = [v["auroc"] for v in per_class.values() if v["auroc"] is not None]
+    return {"images": int(readable.sum()), "per_class": per_class,
+            "mean_auroc": float(np.mean(defined)) if defined else None, "failures": failures}
+
+
+def classification_markdown(result: dict[str, Any]) -> str:
+    """One row per class: AUROC and the label counts behind it."""
+    lines = ["| class | AUROC | positives | negatives |", "| --- | ---: | ---: | ---: |"]
+    for name, entry in result["per_class"].items():
+        value = "n/a" if entry["auroc"] is None else f"{entry['auroc']:.3f}"
+        lines.append(f"| {name} | {value} | {entry['positives']} | {entry['negatives']} |")
+    mean = "n/a" if result["mean_auroc"] is None else f"{result['mean_auroc']:.3f}"
+    lines.append(f"| mean over defined classes | {mean} | | |")
+    return "\n".join(lines) + "\n"
+
+
 def _blurred(image: np.ndarray) -> np.ndarray:
     """The deletion/insertion baseline: the input with its detail blurred away."""
     sigma = image.shape[-1] / 20
     return np.stack([cv2.GaussianBlur(channel, (0, 0), sigma) for channel in image])
 
 
+SheetRow = tuple[str, np.ndarray, Sequence[tuple[GraphMethod, np.ndarray]]]  # finding, mask, (method, map)
+
+
+def example_sheet(gray01: np.ndarray, rows: Sequence[SheetRow]) -> np.ndarray:
+    """One row per finding: each method's map on the radiograph with the ground truth outlined in green."""
+    lines = []
+    for finding, mask, maps in rows:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        thickness = max(1, round(mask.shape[0] / 256))
+        tiles = []
+        for method, heat in maps:
+            tile = overlay(gray01, heat, method.signed)
+            cv2.drawContours(tile, contours, -1, (0, 255, 0), thickness, cv2.LINE_AA)
+            tiles.append((method.label, tile))
+        lines.append((finding, tiles))
+    return sheet(gray01, lines)
+
+
 def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMethod], *, fraction: float,
-                  steps: int) -> list[dict[str, Any]]:
-    """Every metric for each finding of one radiograph and each method."""
+                  steps: int, sheet_path: Path | None = None) -> list[dict[str, Any]]:
+    """Every metric for each finding of one radiograph and each method; with ``sheet_path``,
+    also an example sheet of the maps and the ground truth."""
     classes = backend.manifest.classes
     findings = [f for f in case.regions if f in classes]
     if not findings:
@@ -111,16 +185,17 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
     outputs = backend.run(image[None], targets=targets)
     baseline = _blurred(image)
     records = []
+    shown: dict[str, list[tuple[GraphMethod, np.ndarray]]] = {finding: [] for finding in findings}
     for method in methods:
         maps = method.maps(outputs)[0]
         for k, finding in enumerate(findings):
             heat = geometry.to_original(maps[k])
+            shown[finding].append((method, heat))
             mask = case.mask(finding, heat.shape)
             at_input = cv2.resize(maps[k].astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
-            target = np.array([[classes.index(finding)]], np.int64)
 
-            def score(batch: np.ndarray, target: np.ndarray = target, index: int = classes.index(finding)) -> np.ndarray:
-                result = backend.run(batch.astype(np.float32), targets=np.repeat(target, len(batch), 0))
+            def score(batch: np.ndarray, index: int = classes.index(finding)) -> np.ndarray:
+                result = backend.run(batch.astype(np.float32), targets=probability_targets(backend, len(batch), index))
                 return result["probabilities"][:, index]
 
             count, size = region_components(heat, fraction)
@@ -139,6 +214,10 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
                 "deletion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps)),
                 "insertion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps, insertion=True)),
             })
+    if sheet_path is not None:
+        rows = [(finding, case.mask(finding, radiograph.size), maps) for finding, maps in shown.items()]
+        sheet_path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sheet_path), example_sheet(radiograph.pixels, rows))
     return records
 
 
@@ -168,16 +247,19 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequence[GraphMethod], *, fraction: float = 0.05,
-                   steps: int = 10, progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
-    """Evaluate every case; a radiograph that cannot be read is reported and skipped."""
-    if "targets" not in backend.input_names:
-        raise ValueError(f"{backend.path}: evaluation explains each image's own findings and needs a graph with a "
-                         f"targets input: chexplain export --classes input")
+                   steps: int = 10, examples: int = 0, sheets: Path | None = None,
+                   progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """Evaluate every case; a radiograph that cannot be read is reported and skipped. The
+    first ``examples`` cases also get an example sheet in ``sheets``."""
+    require_targets(backend)
     records, failures = [], []
     for index, case in enumerate(cases, 1):
+        sheet_path = None
+        if sheets is not None and index <= examples:
+            sheet_path = sheets / f"{index:03d}-{slug('-'.join(case.path.with_suffix('').parts[-3:]))}.png"
         try:
-            records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps)
-        except (ValueError, OSError) as error:
+            records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps, sheet_path=sheet_path)
+        except (InputError, ValueError, OSError) as error:
             failures.append({"image": str(case.path), "error": str(error)})
         if progress:
             progress(index, str(case.path))

@@ -53,11 +53,14 @@ def graph_methods(explanations: Mapping[str, Any]) -> list[GraphMethod]:
 
 
 def select_methods(available: Sequence[GraphMethod], requested: Sequence[str]) -> list[GraphMethod]:
-    """The requested methods (``lrp`` means ``lrp:epsilon``), all when none are requested."""
+    """The requested methods (``lrp`` means ``lrp:epsilon``); the graph's own outputs when none
+    are requested; ``all`` adds the CAM variants computed from exposed gradients."""
     if not available:
         raise ValueError("this graph has no explanations; export it with --explain (e.g. gradcam,lrp:epsilon)")
     if not requested:
         return [m for m in available if m.output is not None]
+    if list(requested) == ["all"]:
+        return list(available)
     by_label = {m.label: m for m in available}
     chosen = []
     for name in requested:

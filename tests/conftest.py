@@ -60,8 +60,8 @@ def targets_graph(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Pa
 
     root = tmp_path_factory.mktemp("targets")
     export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam,lrp:epsilon", classes="input",
-                 expose_gradients=True, log=lambda _: None)
-    return root / "densenet121-chexpert" / "model.onnx"
+                 expose_gradients=True, checkpoint_options={"name": "densenet121-targets"}, log=lambda _: None)
+    return root / "densenet121-targets" / "model.onnx"
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ def test_bad_inputs_fail_one_by_one_and_the_batch_goes_on(cli: CliRunner, tmp_pa
 def test_text_output_and_directory_input(cli: CliRunner, tmp_path: Path):
     result = cli.invoke(main, ["predict", str(IMAGES)])
     assert result.exit_code == 0
-    assert "NOT FOR CLINICAL USE" in result.stdout and "SEEDED RANDOM WEIGHTS" in result.stdout
+    assert "NOT FOR CLINICAL USE" in result.stdout and "TRAINED ON SYNTHETIC PHANTOMS" in result.stdout
     assert result.stdout.count("findings:") == len(list(IMAGES.glob("*.png")))
     empty = tmp_path / "nothing"
     empty.mkdir()

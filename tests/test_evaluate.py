@@ -10,7 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.runtime.evaluate import METRICS, EvalCase, box_cases, phantom_cases
+from chexplain.models.chexpert_csv import read_labels
+from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest
+from chexplain.models.metrics import auroc
+from chexplain.runtime.evaluate import METRICS, EvalCase, box_cases, classification, phantom_cases
+from chexplain.runtime.preprocess import preprocess
+from chexplain.runtime.reader import read_radiograph
 from conftest import IMAGES
 
 
@@ -34,12 +39,48 @@ def test_cases_from_phantom_masks_and_nih_boxes(phantom_data: Path, tmp_path: Pa
     assert EvalCase(case.path, {"Edema": (0, 0, 10, 10)}).mask("Edema", (20, 20)).sum() == 100
 
 
+class ScoresFromPixels:
+    """A stand-in backend: every class's probability is the mean of the network input."""
+
+    name = "onnxruntime"
+    path = Path("scores.onnx")
+    manifest = Manifest(name="scores")
+    input_names = ["image", "targets"]
+    output_names = ["probabilities"]
+
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        assert inputs["targets"].shape == (len(image), 0)  # no explanations needed for probabilities
+        return {"probabilities": np.repeat(image.mean(axis=(1, 2, 3))[:, None], len(CHEXPERT_CLASSES), 1)}
+
+
+def test_classification_auroc_from_the_graphs_probabilities(phantom_data: Path):
+    table = read_labels(phantom_data / "train.csv", phantom_data, "u-ignore")
+    table.paths[1] = phantom_data / "missing.png"  # unreadable: reported, left out, the others still scored
+    result = classification(ScoresFromPixels(), table)
+    assert result["images"] == len(table) - 1 and "missing.png" in result["failures"][0]["error"]
+    backend = ScoresFromPixels()
+    readable = [i for i in range(len(table)) if i != 1]
+    brightness = np.array([preprocess(read_radiograph(table.paths[i], allow_any_view=True).pixels,
+                                      backend.manifest.preprocessing)[0].mean() for i in readable])
+    for index, name in enumerate(CHEXPERT_CLASSES):
+        entry = result["per_class"][name]
+        labels = table.labels[readable, index] > 0
+        assert entry["positives"] == labels.sum() and entry["negatives"] == (~labels).sum()
+        assert entry["auroc"] == (None if labels.all() or not labels.any() else pytest.approx(auroc(labels, brightness)))
+    defined = [e["auroc"] for e in result["per_class"].values() if e["auroc"] is not None]
+    assert defined and result["mean_auroc"] == pytest.approx(np.mean(defined))
+
+
 def test_evaluate_command_on_phantoms(targets_graph: Path, phantom_data: Path, tmp_path: Path):
     result = CliRunner().invoke(main, ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data),
-                                       "--steps", "4", "--out", str(tmp_path), "--threads", "2"])
+                                       "--steps", "4", "--examples", "2", "--out", str(tmp_path), "--threads", "2"])
     assert result.exit_code == 0, result.output
     document = json.loads((tmp_path / "evaluation.json").read_text())
     assert document["schema"] == "chexplain.evaluate/1" and not document["failures"]
+    assert document["model"] == "densenet121-targets"  # export's name option renames the default model
+    assert document["classification"]["images"] == 4 and "| mean over defined classes |" in result.stdout
+    sheets = sorted((tmp_path / "examples").glob("*.png"))
+    assert len(sheets) == 2 and sheets[0].name.startswith("001-patient")
     methods = {r["method"] for r in document["records"]}
     assert methods == {"gradcam", "lrp:epsilon"}
     for record in document["records"]:

@@ -10,7 +10,7 @@ import onnx
 import torch
 
 from chexplain.export import Classifier, read_manifest
-from chexplain.models.zoo import seeded_model
+from chexplain.models.zoo import load_model
 from chexplain.runtime import OnnxRuntimeBackend, preprocess, read_radiograph
 from conftest import SIIM_FLIPPED
 
@@ -23,12 +23,12 @@ def test_classifier_report_records_parity_operators_and_provenance(classifier_on
     assert report["onnx"]["opset"] == 20
     assert report["onnx"]["inputs"] == ["image"] and report["onnx"]["outputs"] == ["probabilities", "logits"]
     assert report["onnx"]["operators"]["Conv"] == 120
-    assert report["manifest"]["weights"]["source"] == "seeded" and report["manifest"]["explanations"] == {}
+    assert report["manifest"]["weights"]["source"] == "phantoms" and report["manifest"]["explanations"] == {}
 
 
 def test_manifest_read_back_equals_the_one_written(classifier_onnx: Path):
-    assert read_manifest(classifier_onnx) == seeded_model()[1]
-    assert OnnxRuntimeBackend(classifier_onnx).manifest == seeded_model()[1]
+    assert read_manifest(classifier_onnx) == load_model()[1]
+    assert OnnxRuntimeBackend(classifier_onnx).manifest == load_model()[1]
 
 
 def test_graph_is_one_checked_file_with_a_dynamic_batch(classifier_onnx: Path):
@@ -42,7 +42,7 @@ def test_graph_is_one_checked_file_with_a_dynamic_batch(classifier_onnx: Path):
 
 def test_onnxruntime_matches_pytorch_on_an_unseen_radiograph(classifier_onnx: Path):
     """An image the export's own parity check did not use, in a batch of three."""
-    model, manifest = seeded_model()
+    model, manifest = load_model()
     image = preprocess(read_radiograph(SIIM_FLIPPED).pixels, manifest.preprocessing)[0]
     batch = np.stack([image, image[:, ::-1, :], np.zeros_like(image)])
     outputs = OnnxRuntimeBackend(classifier_onnx).run(batch)

@@ -15,7 +15,7 @@ from chexplain.export.explained import input_bounds, parse_classes, parse_method
 from chexplain.runtime.fidelity import agreement
 from chexplain.export.precision import convert_precision
 from chexplain.models.manifest import CHEXPERT_CLASSES
-from chexplain.models.zoo import seeded_model
+from chexplain.models.zoo import load_model
 from chexplain.runtime import OnnxRuntimeBackend, preprocess, read_radiograph
 from conftest import IMAGES, RG1_J2K_MONOCHROME1
 
@@ -90,13 +90,13 @@ def test_report_and_manifest_describe_the_explanations(default_onnx: Path):
 @pytest.fixture(scope="module")
 def unseen() -> np.ndarray:
     """Two radiographs the export's parity check did not see: a JPEG 2000 CR and an NIH PNG."""
-    prep = seeded_model()[1].preprocessing
+    prep = load_model()[1].preprocessing
     return np.stack([preprocess(read_radiograph(p).pixels, prep)[0] for p in (RG1_J2K_MONOCHROME1, IMAGES / "00022178_000.png")])
 
 
 def test_onnxruntime_equals_pytorch_on_unseen_radiographs(default_onnx: Path, unseen: np.ndarray):
     outputs = OnnxRuntimeBackend(default_onnx).run(unseen)
-    model, manifest = seeded_model()
+    model, manifest = load_model()
     explainer = Explainer(model, [GradCAM(), LRP("epsilon", epsilon=1.0, bounds=input_bounds(manifest))])
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in explainer(torch.from_numpy(unseen), top_k=3).items()}
@@ -116,7 +116,7 @@ def test_onnxruntime_equals_pytorch_on_unseen_radiographs(default_onnx: Path, un
 
 
 def test_method_and_class_specs():
-    bounds = input_bounds(seeded_model()[1])
+    bounds = input_bounds(load_model()[1])
     methods = parse_methods("gradcam,hirescam,lrp,lrp:deep-taylor", bounds=bounds)
     assert [m.key for m in methods] == ["gradcam/gradcam", "gradcam/hirescam", "lrp/epsilon", "lrp/deep-taylor"]
     assert parse_methods("none") == []
@@ -137,7 +137,7 @@ def test_targets_input_with_any_k_and_exposed_gradients(targets_graph: Path, uns
     backend = OnnxRuntimeBackend(targets_graph)
     assert backend.input_names == ["image", "targets"]
     assert backend.output_names == ["probabilities", "logits", "gradcam", "lrp", "target_activations", "target_gradients"]
-    model = seeded_model()[0]
+    model = load_model()[0]
     explainer = Explainer(model, [GradCAM(variant=v) for v in VARIANTS])
     for targets in (np.array([[4], [9]]), np.array([[0, 13, 2, 7, 5], [1, 1, 3, 12, 6]])):
         outputs = backend.run(unseen, targets=targets)

@@ -12,7 +12,7 @@ from torch import nn
 
 from chexplain.models import CHEXPERT_CLASSES, DenseNet, Manifest, build_densenet, load_checkpoint, save_checkpoint
 from chexplain.models.checkpoints import CheckpointError, XRV_SLOTS
-from chexplain.models.zoo import load_model, seeded_model
+from chexplain.models.zoo import seeded_model
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +140,8 @@ def test_wrong_class_count_and_garbage_files_are_explained(tmp_path: Path):
         load_checkpoint(tmp_path / "junk.pt")
 
 
-def test_seeded_default_model_is_deterministic_and_says_so(x: torch.Tensor):
-    a, manifest = load_model()
+def test_seeded_model_is_deterministic_and_says_so(x: torch.Tensor):
+    a, manifest = seeded_model()
     b, _ = seeded_model()
     assert isinstance(a, DenseNet) and manifest.is_demo
     assert "SEEDED RANDOM WEIGHTS" in manifest.banner() and "NOT FOR CLINICAL USE" in manifest.banner()

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from chexplain.explain import Explainer, GradCAM, LRP  # noqa: E402
-from chexplain.models.zoo import seeded_model  # noqa: E402
+from chexplain.models.zoo import load_model  # noqa: E402
 
 MAP_PEARSON = 0.99          # the precision plan's criterion for heatmaps
 PROBABILITY_ATOL = 1e-2     # and for probabilities
@@ -98,7 +98,7 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def torch_check(iterations: int) -> bool:
     """The PyTorch explainer on CUDA: parity with CPU, FP16 fidelity, latency."""
-    model, _ = seeded_model()
+    model, _ = load_model()
     model.eval()
     methods = [GradCAM(), LRP("epsilon")]
     explainer = Explainer(model, methods).eval()
@@ -118,7 +118,7 @@ def torch_check(iterations: int) -> bool:
         fp32 = {k: v.float().cpu().numpy() for k, v in gpu(x.to(device), targets.to(device)).items()}
         with torch.autocast("cuda", dtype=torch.float16):
             autocast = {k: v.float().cpu().numpy() for k, v in gpu(x.to(device), targets.to(device)).items()}
-    half_model = Explainer(seeded_model()[0].eval(), methods).to(device).half()
+    half_model = Explainer(load_model()[0].eval(), methods).to(device).half()
     with torch.no_grad():
         half = {k: v.float().cpu().numpy() for k, v in half_model(x.to(device).half(), targets.to(device)).items()}
     for label, result, strict in (("CUDA fp32 (TF32 off)", fp32, True), ("CUDA autocast fp16", autocast, False),

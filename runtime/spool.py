@@ -1,0 +1,131 @@
+"""A durable spool for the DICOM node and the folder watcher: nothing received is lost and
+nothing is done twice, whatever moment the process dies.
+
+Layout under the spool's root::
+
+    inbox/<id><suffix>      received: written to inbox/.incoming/, fsynced, renamed into place
+                            (and the folder fsynced) before the sender is told it arrived
+    outbox/<id>/            the results, written whole in outbox/.partial-<id>/ and renamed
+    quarantine/<id>/        an input that cannot be explained, with reason.txt
+
+Item ids start with the arrival time in nanoseconds, so sorting them is arrival order. On
+a restart every inbox item is processed again, except one whose results (or quarantine
+entry) already exist — the process died between the rename and the removal — which is only
+removed, so each result exists exactly once. Leftover partial writes are discarded: an
+incoming file was never acknowledged, a partial result is recomputed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+INCOMING = ".incoming"
+PARTIAL_PREFIX = ".partial-"
+REASON_FILE = "reason.txt"
+_counter = itertools.count()
+
+
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def new_item_id(key: str = "") -> str:
+    """Arrival time, a process-local counter and an optional key (e.g. a hashed UID)."""
+    stamp = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
+    return f"{stamp}-{key}" if key else stamp
+
+
+def item_id(item: Path) -> str:
+    """The id of an inbox item (its name without the suffix)."""
+    return item.name.split(".", 1)[0]
+
+
+class Spool:
+    """Inbox, outbox and quarantine folders under ``root``, created when missing."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.inbox = self.root / "inbox"
+        self.outbox = self.root / "outbox"
+        self.quarantined = self.root / "quarantine"
+        for folder in (self.inbox / INCOMING, self.outbox, self.quarantined):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def accept(self, data: bytes, suffix: str = "", key: str = "") -> Path:
+        """Keep ``data`` durably in the inbox; returns the item. Only after this returns may
+        the sender be told that the data arrived."""
+        name = new_item_id(key) + suffix
+        incoming = self.inbox / INCOMING / name
+        _write_durably(incoming, data)
+        item = self.inbox / name
+        os.replace(incoming, item)
+        _fsync_dir(self.inbox)
+        return item
+
+    def recover(self) -> list[Path]:
+        """At start-up, before anything is received: discard partial writes, finish the
+        bookkeeping a crash interrupted, and return the inbox items still to process."""
+        for leftover in (self.inbox / INCOMING).iterdir():
+            leftover.unlink()
+        for partial in [*self.outbox.glob(PARTIAL_PREFIX + "*"), *self.quarantined.glob(PARTIAL_PREFIX + "*")]:
+            shutil.rmtree(partial)
+        return self.pending()
+
+    def pending(self) -> list[Path]:
+        """Inbox items still to process, oldest first."""
+        items = []
+        for item in sorted(p for p in self.inbox.iterdir() if p.is_file() and not p.name.startswith(".")):
+            if (self.outbox / item_id(item)).exists() or (self.quarantined / item_id(item)).exists():
+                self._remove(item)
+            else:
+                items.append(item)
+        return items
+
+    def finish(self, item: Path, files: Mapping[str, bytes]) -> Path:
+        """Write an item's results as one folder of the outbox, then drop it from the inbox."""
+        target = self.outbox / item_id(item)
+        if not target.exists():
+            partial = self.outbox / (PARTIAL_PREFIX + item_id(item))
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            for name, data in files.items():
+                _write_durably(partial / name, data)
+            _fsync_dir(partial)
+            os.replace(partial, target)
+            _fsync_dir(self.outbox)
+        self._remove(item)
+        return target
+
+    def quarantine(self, item: Path, reason: str) -> Path:
+        """Move an input that cannot be explained aside, with the reason beside it."""
+        target = self.quarantined / item_id(item)
+        partial = self.quarantined / (PARTIAL_PREFIX + item_id(item))
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        _write_durably(partial / REASON_FILE, (reason.rstrip() + "\n").encode())
+        _write_durably(partial / item.name, item.read_bytes())
+        _fsync_dir(partial)
+        os.replace(partial, target)
+        _fsync_dir(self.quarantined)
+        self._remove(item)
+        return target
+
+    def _remove(self, item: Path) -> None:
+        item.unlink(missing_ok=True)
+        _fsync_dir(self.inbox)
