@@ -23,7 +23,7 @@ from torch import nn
 
 from ..models.manifest import Manifest
 from ..runtime.backends import OnnxRuntimeBackend
-from ..runtime.fidelity import agreement, map_pearsons
+from ..runtime.fidelity import agreement, comparable_maps, map_pearsons
 from ..runtime.preprocess import preprocess
 from ..runtime.reader import read_radiograph
 
@@ -100,10 +100,7 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
             "pearson": min(m["pearson"] for m in per_run),
         }
         if reduced and ref.ndim == 4:
-            same = None
-            if "targets" in reference_by_name:
-                same = reference_by_name["targets"] == runs[0]["targets"]
-            pearsons = map_pearsons(ref, runs[0][name], same)
+            pearsons = map_pearsons(ref, runs[0][name], comparable_maps(reference_by_name, runs[0]))
             worst["min_map_pearson"] = min(pearsons) if pearsons else float("nan")
             worst["median_map_pearson"] = float(np.median(pearsons)) if pearsons else float("nan")
             worst["maps_compared"] = len(pearsons)

@@ -23,6 +23,20 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     }
 
 
+def comparable_maps(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """[B, K]: the maps worth comparing — the same class explained in both, with its logit on the
+    same side of zero (LRP's relevance starts from the logit, so a logit that crosses zero in
+    reduced precision flips the whole map's sign)."""
+    if "targets" not in reference or "targets" not in candidate:
+        return None
+    same = reference["targets"] == candidate["targets"]
+    if "logits" in reference and "logits" in candidate:
+        targets = reference["targets"].astype(np.int64)
+        same &= (np.take_along_axis(reference["logits"], targets, axis=1) > 0) == \
+                (np.take_along_axis(candidate["logits"], targets, axis=1) > 0)
+    return same
+
+
 def map_pearsons(reference: np.ndarray, candidate: np.ndarray, same_class: np.ndarray | None) -> list[float]:
     """Pearson correlation of each [B, K, ...] map with its reference, where the classes agree."""
     values = []
@@ -40,10 +54,9 @@ def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     result: dict[str, Any] = {
         "probabilities_max_abs_diff": float(np.abs(outputs["probabilities"] - reference["probabilities"]).max()),
     }
-    same = None
-    if "targets" in outputs and "targets" in reference:
-        same = outputs["targets"] == reference["targets"]
-        result["targets_agreement"] = float(same.mean())
+    same = comparable_maps(reference, outputs)
+    if same is not None:
+        result["targets_agreement"] = float((outputs["targets"] == reference["targets"]).mean())
     for name in map_outputs:
         pearsons = map_pearsons(reference[name], outputs[name], same)
         if pearsons:

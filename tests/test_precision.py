@@ -11,7 +11,7 @@ from onnx import TensorProto
 
 from chexplain.export.metadata import read_manifest
 from chexplain.export.parity import judge_reduced, load_inputs
-from chexplain.runtime.fidelity import agreement, map_pearsons
+from chexplain.runtime.fidelity import agreement, comparable_maps, map_pearsons
 from chexplain.export.precision import convert_precision, forward_node_indices, to_float16, write_precision
 from chexplain.runtime import OnnxRuntimeBackend
 from conftest import SIIM
@@ -55,22 +55,25 @@ def test_mixed_runs_the_forward_in_fp16_and_the_explanations_in_fp32(default_onn
     assert read_manifest(graphs["mixed"]).precision == "mixed" and read_manifest(default_onnx).precision == "fp32"
 
 
-def test_mixed_heatmaps_stay_faithful_in_onnxruntime(outputs: dict[str, dict[str, np.ndarray]]):
+def test_mixed_keeps_grad_cam_and_is_judged_per_map(outputs: dict[str, dict[str, np.ndarray]]):
+    """On the trained demo model the FP16 forward keeps the probabilities and Grad-CAM, but not
+    every LRP map (README "Precision plan"); the judge must flag exactly that."""
     reference, mixed = outputs["fp32"], outputs["mixed"]
     assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
-    same = mixed["targets"] == reference["targets"]
-    assert same.mean() >= 0.8
-    for name in ("gradcam", "lrp"):
-        pearsons = map_pearsons(reference[name], mixed[name], same)
-        assert len(pearsons) == same.sum()
-        assert min(pearsons) >= 0.99, (name, min(pearsons))
-        assert judge_reduced(name, {"min_map_pearson": min(pearsons)})[1]
+    assert (mixed["targets"] == reference["targets"]).mean() >= 0.8
+    same = comparable_maps(reference, mixed)  # same class, logit on the same side of zero
+    gradcam = map_pearsons(reference["gradcam"], mixed["gradcam"], same)
+    lrp = map_pearsons(reference["lrp"], mixed["lrp"], same)
+    assert len(gradcam) == len(lrp) == same.sum() >= 0.7 * same.size
+    assert min(gradcam) >= 0.99 and judge_reduced("gradcam", {"min_map_pearson": min(gradcam)})[1]
+    assert judge_reduced("lrp", {"min_map_pearson": min(lrp)})[1] == (min(lrp) >= 0.99)
+    assert all(np.isfinite(mixed[name]).all() for name in ("gradcam", "lrp"))
 
 
 def test_pure_fp16_keeps_the_classifier_and_is_judged_per_map(outputs: dict[str, dict[str, np.ndarray]]):
     reference, half = outputs["fp32"], outputs["fp16"]
     assert np.abs(half["probabilities"] - reference["probabilities"]).max() <= 1e-2
-    same = half["targets"] == reference["targets"]
+    same = comparable_maps(reference, half)
     gradcam = map_pearsons(reference["gradcam"], half["gradcam"], same)
     lrp = map_pearsons(reference["lrp"], half["lrp"], same)
     assert min(gradcam) >= 0.99
