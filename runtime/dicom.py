@@ -18,7 +18,7 @@ CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
 LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
 
 
-def _pydicom() -> Any:
+def import_pydicom() -> Any:
     try:
         import pydicom
     except ImportError:
@@ -110,7 +110,7 @@ def check_radiograph(path: Path, info: dict[str, Any], allow_any_view: bool) -> 
 
 def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense) and a description."""
-    pydicom = _pydicom()
+    pydicom = import_pydicom()
     try:
         ds = pydicom.dcmread(path)
     except Exception as error:

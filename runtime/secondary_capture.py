@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
-from .dicom import _pydicom
+from .dicom import import_pydicom
 
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 BANNER = "NOT FOR DIAGNOSTIC USE - research software (chexplain)"
@@ -44,7 +44,7 @@ def with_banner(bgr: np.ndarray, text: str = BANNER) -> np.ndarray:
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
                       series_description: str, derivation: str, now: datetime | None = None) -> Any:
     """A Secondary Capture dataset (8-bit RGB, banner burned in) in ``source``'s study."""
-    pydicom = _pydicom()
+    pydicom = import_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
