@@ -1,7 +1,8 @@
 # chexplain: `make export` exports the default model with its explanations, builds a TensorRT
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
 # `make engine` builds the engine only; `make test` runs the test suite; `make demo-model`
-# retrains the bundled demo model on phantoms (about an hour on two CPU cores). All create and reuse
+# retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
+# evaluates its explanations on held-out phantoms (README "The study's claim"). All create and reuse
 # the virtual environment .venv (on a Jetson: VENV_FLAGS=--system-site-packages, so JetPack's
 # TensorRT and PyTorch are seen).
 
