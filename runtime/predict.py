@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from .backends import Backend, probability_targets
 from .errors import InputError
 from .preprocess import Geometry, preprocess
