@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from chexplain.explain import Explainer, GradCAM, LRP  # noqa: E402
+from chexplain.explain.composites import COMPOSITES  # noqa: E402
 from chexplain.models.zoo import load_model  # noqa: E402
 
 MAP_PEARSON = 0.99          # the precision plan's criterion for heatmaps
@@ -134,6 +135,8 @@ def torch_check(iterations: int) -> bool:
     table(f"PyTorch explainer on {torch.cuda.get_device_name()} vs CPU fp32 (4 radiographs, top 3, Grad-CAM + LRP epsilon)",
           ["run", "max abs dprob", "Grad-CAM min pearson", "LRP min pearson", "finite", "criteria"], rows)
 
+    ok &= composite_precision(x, targets, device)
+
     one = x[:1].to(device)
     timings = []
     with torch.no_grad():
@@ -147,9 +150,37 @@ def torch_check(iterations: int) -> bool:
                             cuda_median_ms(lambda k=k: lrp_only(one, top_k=k), 10, iterations)])
         with torch.autocast("cuda", dtype=torch.float16):
             timings.append(["LRP epsilon, 3 classes, autocast fp16", cuda_median_ms(lambda: lrp_only(one, top_k=3), 10, iterations)])
+        batch = x.repeat(4, 1, 1, 1).to(device)
+        per_image = cuda_median_ms(lambda: lrp_only(batch, top_k=1), 5, max(10, iterations // 4)) / batch.shape[0]
+        timings.append([f"LRP epsilon, 1 class, batch {batch.shape[0]}, per image", per_image])
     forward = timings[0][1]
     table(f"Latency on {torch.cuda.get_device_name()}, batch 1, 224x224 (CUDA events, median of {iterations})",
           ["what", "median ms", "vs forward"], [[w, f"{t:.2f}", f"{t / forward:.2f}x"] for w, t in timings])
+    return ok
+
+
+def composite_precision(x: torch.Tensor, targets: torch.Tensor, device: torch.device) -> bool:
+    """Which LRP composites keep their maps in FP16: CUDA fp32 and pure fp16 against CPU fp32."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    bounds = (tuple(-mean / std), tuple((1 - mean) / std))
+    rows, ok = [], True
+    for name, merge in [(c, False) for c in COMPOSITES if c != "z"] + [("epsilon", True)]:
+        explainer = Explainer(load_model()[0].eval(), [LRP(name, bounds=bounds)], merge_batchnorm=merge).eval()
+        with torch.no_grad():
+            reference = explainer(x, targets)["lrp"].numpy()
+            gpu = explainer.to(device)
+            fp32 = gpu(x.to(device), targets.to(device))["lrp"].float().cpu().numpy()
+            half = gpu.half()(x.to(device).half(), targets.to(device))["lrp"].float().cpu().numpy()
+        cells = []
+        for result in (fp32, half):
+            maps = [(b, k) for b in range(x.shape[0]) for k in range(targets.shape[1])]
+            finite = [(b, k) for b, k in maps if np.isfinite(result[b, k]).all()]
+            scores = [pearson(reference[b, k], result[b, k]) for b, k in finite] or [float("nan")]
+            cells += [f"{len(finite)}/{len(maps)}", f"{min(scores):.4f}", f"{statistics.median(scores):.4f}"]
+            ok &= result is half or (len(finite) == len(maps) and min(scores) >= 0.99)
+        rows.append([name + (" (BatchNorm merged)" if merge else ""), *cells])
+    table("LRP composites on CUDA vs CPU fp32 (4 radiographs x 3 classes; per-map pearson over finite maps)",
+          ["composite", "fp32 finite", "fp32 min", "fp32 median", "fp16 finite", "fp16 min", "fp16 median"], rows)
     return ok
 
 
