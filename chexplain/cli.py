@@ -585,3 +585,13 @@ def doctor(as_json) -> None:
 
     report = collect()
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(render(report)))
+
+
+def _add_node_commands() -> None:
+    from .node_commands import serve, watch
+
+    main.add_command(serve)
+    main.add_command(watch)
+
+
+_add_node_commands()

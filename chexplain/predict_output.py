@@ -12,28 +12,10 @@ from typing import Any
 
 from . import __version__
 from .models.manifest import Manifest
-from .runtime.predict import Prediction
+from .runtime.predict import Prediction, model_record
 
 SCHEMA = "chexplain.predict/1"
 BAR_WIDTH = 20
-
-
-def model_record(manifest: Manifest, onnx_path: str) -> dict[str, Any]:
-    return {
-        "name": manifest.name,
-        "architecture": manifest.architecture,
-        "onnx": onnx_path,
-        "classes": list(manifest.classes),
-        "missing_classes": list(manifest.missing_classes),
-        "status": manifest.status,
-        "demo_weights": manifest.is_demo,
-        "weights": {
-            "source": manifest.weights.source,
-            "file": manifest.weights.file,
-            "sha256": manifest.weights.sha256,
-            "training_data": manifest.weights.training_data,
-        },
-    }
 
 
 def json_document(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models.manifest import Manifest
 from .backends import Backend, probability_targets
 from .errors import InputError
 from .preprocess import Geometry, preprocess
@@ -53,6 +54,25 @@ def findings_of(probabilities: Mapping[str, float], thresholds: Mapping[str, flo
     """Classes at or above their threshold, most probable first."""
     positive = [c for c, p in probabilities.items() if p >= thresholds[c]]
     return sorted(positive, key=lambda c: -probabilities[c])
+
+
+def model_record(manifest: Manifest, onnx_path: str) -> dict[str, Any]:
+    """The model's identity in result documents: name, classes, weights and their hash."""
+    return {
+        "name": manifest.name,
+        "architecture": manifest.architecture,
+        "onnx": onnx_path,
+        "classes": list(manifest.classes),
+        "missing_classes": list(manifest.missing_classes),
+        "status": manifest.status,
+        "demo_weights": manifest.is_demo,
+        "weights": {
+            "source": manifest.weights.source,
+            "file": manifest.weights.file,
+            "sha256": manifest.weights.sha256,
+            "training_data": manifest.weights.training_data,
+        },
+    }
 
 
 class Predictor:

@@ -24,32 +24,50 @@ SHARED_ATTRIBUTES = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
     "ReferringPhysicianName", "StudyID", "AccessionNumber",
 )
-OPTIONAL_SHARED = ("SpecificCharacterSet", "StudyDescription", "IssuerOfPatientID", "PatientOrientation", "Laterality")
+OPTIONAL_SHARED = ("SpecificCharacterSet", "StudyDescription", "IssuerOfPatientID")
+# And, for an image of the same anatomy, where it is known.
+OPTIONAL_IMAGE = ("PatientOrientation", "Laterality")
 
 
-def with_banner(bgr: np.ndarray, text: str = BANNER) -> np.ndarray:
-    """The image with a black strip on top carrying ``text`` in white, scaled to the width."""
-    height, width = bgr.shape[:2]
-    strip = max(24, height // 24)
-    scale = strip / 40
-    (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, strip // 16))
+def _strip(text: str, width: int, height: int) -> np.ndarray:
+    """A black strip of ``height`` rows with ``text`` in white, scaled down to fit the width."""
+    scale = height / 40
+    thickness = max(1, height // 16)
+    (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     if text_width > width * 0.96:
         scale *= width * 0.96 / text_width
-    banner = np.zeros((strip, width, 3), np.uint8)
-    cv2.putText(banner, text, (max(2, width // 100), int(strip * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (255, 255, 255), max(1, strip // 16), cv2.LINE_AA)
-    return np.vstack([banner, bgr])
+    strip = np.zeros((height, width, 3), np.uint8)
+    cv2.putText(strip, text, (max(2, width // 100), int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thickness, cv2.LINE_AA)
+    return strip
+
+
+def with_banner(bgr: np.ndarray, *lines: str) -> np.ndarray:
+    """The image under black strips, one per line of text (default: the not-for-diagnostic-use banner)."""
+    height, width = bgr.shape[:2]
+    rows = max(24, height // 24)
+    return np.vstack([_strip(text, width, rows) for text in (lines or (BANNER,))] + [bgr])
+
+
+def copy_patient_and_study(source: Any, ds: Any) -> None:
+    """The patient and study attributes a derived object shares with its source."""
+    for keyword in SHARED_ATTRIBUTES:
+        setattr(ds, keyword, source.get(keyword, ""))
+    for keyword in OPTIONAL_SHARED:
+        if keyword in source:
+            setattr(ds, keyword, source.get(keyword))
 
 
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
-                      series_description: str, derivation: str, now: datetime | None = None) -> Any:
-    """A Secondary Capture dataset (8-bit RGB, banner burned in) in ``source``'s study."""
+                      series_description: str, derivation: str, captions: tuple[str, ...] = (),
+                      now: datetime | None = None) -> Any:
+    """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in ``source``'s study."""
     pydicom = import_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     now = now or datetime.now()
-    rgb = cv2.cvtColor(with_banner(bgr), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -57,9 +75,8 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for keyword in SHARED_ATTRIBUTES:
-        setattr(ds, keyword, source.get(keyword, ""))
-    for keyword in OPTIONAL_SHARED:
+    copy_patient_and_study(source, ds)
+    for keyword in OPTIONAL_IMAGE:
         if keyword in source:
             setattr(ds, keyword, source.get(keyword))
     ds.Modality = "OT"

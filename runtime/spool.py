@@ -30,7 +30,7 @@ REASON_FILE = "reason.txt"
 _counter = itertools.count()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
@@ -38,7 +38,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -46,7 +46,9 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 
 def new_item_id(key: str = "") -> str:
-    """Arrival time, a process-local counter and an optional key (e.g. a hashed UID)."""
+    """Arrival time, a process-local counter and an optional key (letters and digits, e.g. a hashed UID)."""
+    if key and not key.isalnum():
+        raise ValueError(f"an item key is letters and digits only, not {key!r}")
     stamp = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
     return f"{stamp}-{key}" if key else stamp
 
@@ -54,6 +56,12 @@ def new_item_id(key: str = "") -> str:
 def item_id(item: Path) -> str:
     """The id of an inbox item (its name without the suffix)."""
     return item.name.split(".", 1)[0]
+
+
+def item_key(name: str) -> str:
+    """The key an item id was given ('' when none)."""
+    parts = name.split(".", 1)[0].split("-")
+    return parts[3] if len(parts) > 3 else ""
 
 
 class Spool:
@@ -72,10 +80,10 @@ class Spool:
         the sender be told that the data arrived."""
         name = new_item_id(key) + suffix
         incoming = self.inbox / INCOMING / name
-        _write_durably(incoming, data)
+        write_durably(incoming, data)
         item = self.inbox / name
         os.replace(incoming, item)
-        _fsync_dir(self.inbox)
+        fsync_dir(self.inbox)
         return item
 
     def recover(self) -> list[Path]:
@@ -86,6 +94,12 @@ class Spool:
         for partial in [*self.outbox.glob(PARTIAL_PREFIX + "*"), *self.quarantined.glob(PARTIAL_PREFIX + "*")]:
             shutil.rmtree(partial)
         return self.pending()
+
+    def keys(self) -> set[str]:
+        """The keys of everything received and not quarantined: inbox items and results."""
+        names = [p.name for p in self.inbox.iterdir() if not p.name.startswith(".")]
+        names += [p.name for p in self.outbox.iterdir() if not p.name.startswith(".")]
+        return {key for key in map(item_key, names) if key}
 
     def pending(self) -> list[Path]:
         """Inbox items still to process, oldest first."""
@@ -105,10 +119,10 @@ class Spool:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
             for name, data in files.items():
-                _write_durably(partial / name, data)
-            _fsync_dir(partial)
+                write_durably(partial / name, data)
+            fsync_dir(partial)
             os.replace(partial, target)
-            _fsync_dir(self.outbox)
+            fsync_dir(self.outbox)
         self._remove(item)
         return target
 
@@ -118,14 +132,14 @@ class Spool:
         partial = self.quarantined / (PARTIAL_PREFIX + item_id(item))
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        _write_durably(partial / REASON_FILE, (reason.rstrip() + "\n").encode())
-        _write_durably(partial / item.name, item.read_bytes())
-        _fsync_dir(partial)
+        write_durably(partial / REASON_FILE, (reason.rstrip() + "\n").encode())
+        write_durably(partial / item.name, item.read_bytes())
+        fsync_dir(partial)
         os.replace(partial, target)
-        _fsync_dir(self.quarantined)
+        fsync_dir(self.quarantined)
         self._remove(item)
         return target
 
     def _remove(self, item: Path) -> None:
         item.unlink(missing_ok=True)
-        _fsync_dir(self.inbox)
+        fsync_dir(self.inbox)

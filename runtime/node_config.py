@@ -1,0 +1,233 @@
+"""The DICOM node's settings: a TOML file (``chexplain serve --config node.toml``), then flags.
+
+Every key is optional except that someone must be allowed to call: an allow-list of calling
+AE titles (each optionally bound to IP addresses), or ``allow_any_caller = true`` said
+explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed::
+
+    [node]
+    ae_title = "CHEXPLAIN"          # our AE title (the called AE title callers must use)
+    host = "0.0.0.0"
+    port = 11112
+    spool = "/var/lib/chexplain/spool"
+    max_queue = 32                  # received but not yet explained; beyond it: Out of Resources
+    health_interval_s = 60
+
+    [[callers]]
+    ae_title = "XRAY_ROOM_1"
+    addresses = ["10.0.0.12"]       # optional
+
+    [model]
+    path = "artifacts/densenet121-chexpert"   # a folder, graph or engine; default: the default model
+    backend = "auto"
+    methods = ["gradcam", "lrp:epsilon"]      # default: the graph's own
+    classes = "topk:3"                        # default: what the graph explains
+
+    [results]
+    structured_report = true        # a Basic Text SR with the findings, beside the Secondary Captures
+    max_size = 1024                 # longest side of the Secondary Captures, in pixels
+    opacity = 0.6
+
+    [forward]                       # optional: send the DICOM results on (C-STORE)
+    ae_title = "PACS"
+    host = "10.0.0.5"
+    port = 104
+    retry_initial_s = 5
+    retry_max_s = 300
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, named with its source."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A calling AE allowed to associate, optionally only from these IP addresses."""
+
+    ae_title: str
+    addresses: tuple[str, ...] = ()
+
+    def allows(self, ae_title: str, address: str) -> bool:
+        return ae_title == self.ae_title and (not self.addresses or address in self.addresses)
+
+    @classmethod
+    def parse(cls, text: str) -> Caller:
+        """``AE`` or ``AE@IP[,IP...]``."""
+        title, _, addresses = text.partition("@")
+        return cls(check_ae_title(title.strip(), "caller"),
+                   tuple(check_address(a.strip()) for a in addresses.split(",") if a.strip()))
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where the DICOM results are sent (C-STORE SCU)."""
+
+    ae_title: str
+    host: str
+    port: int
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """``AE@HOST:PORT``."""
+        title, at, address = text.partition("@")
+        host, colon, port = address.rpartition(":")
+        if not (at and colon and host and port.isdigit()):
+            raise ConfigError(f"--forward {text!r}: expected AE@HOST:PORT")
+        return cls(check_ae_title(title, "forward"), host, check_port(int(port), "forward"))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    ae_title: str = "CHEXPLAIN"
+    host: str = "0.0.0.0"
+    port: int = 11112
+    spool: Path = Path("node-spool")
+    max_queue: int = 32
+    health_interval_s: float = 60.0
+    callers: tuple[Caller, ...] = ()
+    allow_any_caller: bool = False
+    model: str | None = None
+    backend: str = "auto"
+    methods: tuple[str, ...] = ()
+    classes: str | None = None
+    threads: int | None = None
+    allow_any_view: bool = False
+    structured_report: bool = False
+    max_size: int = 1024
+    opacity: float = 0.6
+    forward: Destination | None = None
+
+    def allows(self, ae_title: str, address: str) -> bool:
+        return self.allow_any_caller or any(c.allows(ae_title, address) for c in self.callers)
+
+    def check(self, listening: bool = True) -> NodeConfig:
+        """Raise ConfigError for settings that cannot work together (``listening``: as a DICOM SCP)."""
+        check_ae_title(self.ae_title, "ae_title")
+        check_port(self.port, "port")
+        if listening and not self.callers and not self.allow_any_caller:
+            raise ConfigError("no calling AE title is allowed: add [[callers]] to the config or --allow-caller AE[@IP], "
+                              "or accept anyone with --allow-any-caller")
+        if self.max_queue < 1:
+            raise ConfigError(f"max_queue must be at least 1, not {self.max_queue}")
+        if self.max_size < 64:
+            raise ConfigError(f"max_size must be at least 64 pixels, not {self.max_size}")
+        if self.health_interval_s <= 0:
+            raise ConfigError(f"health_interval_s must be positive, not {self.health_interval_s}")
+        return self
+
+
+def check_ae_title(title: str, where: str) -> str:
+    if not title or len(title) > 16 or not title.isascii() or "\\" in title or not title.strip():
+        raise ConfigError(f"{where}: {title!r} is not an AE title (1-16 ASCII characters, no backslash)")
+    return title
+
+
+def check_port(port: int, where: str) -> int:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: port {port} is outside 1-65535")
+    return port
+
+
+def check_address(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise ConfigError(f"caller address {address!r} is not an IP address") from None
+
+
+# TOML table -> {key: NodeConfig field}
+_TABLES: dict[str, dict[str, str]] = {
+    "node": {"ae_title": "ae_title", "host": "host", "port": "port", "spool": "spool", "max_queue": "max_queue",
+             "health_interval_s": "health_interval_s", "allow_any_caller": "allow_any_caller"},
+    "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
+              "allow_any_view": "allow_any_view"},
+    "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity"},
+}
+_FIELD_TYPES = {f.name: f.type for f in fields(NodeConfig)}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    kind = _FIELD_TYPES[name]
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "Path": str}
+    base = kind.split(" | ")[0]
+    if name == "methods":
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{source}: methods must be a list of method names")
+        return tuple(value)
+    wanted = expected.get(base)
+    if wanted is None or not isinstance(value, wanted) or (base in ("int", "float") and isinstance(value, bool)):
+        raise ConfigError(f"{source}: {name} must be {base.replace('Path', 'a path')}, not {value!r}")
+    return Path(value) if base == "Path" else float(value) if base == "float" else value
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read a node.toml; raises ConfigError naming the file and the problem."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    try:
+        return _from_document(document)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _from_document(document: dict[str, Any]) -> NodeConfig:
+    values: dict[str, Any] = {}
+    for table, content in document.items():
+        if table == "callers":
+            if not isinstance(content, list):
+                raise ConfigError("callers must be an array of tables ([[callers]])")
+            callers = []
+            for entry in content:
+                unknown = set(entry) - {"ae_title", "addresses"}
+                if unknown or "ae_title" not in entry:
+                    raise ConfigError(f"[[callers]] takes ae_title and addresses (got {', '.join(sorted(entry))})")
+                addresses = entry.get("addresses", [])
+                callers.append(Caller(check_ae_title(str(entry["ae_title"]), "caller"),
+                                      tuple(check_address(str(a)) for a in addresses)))
+            values["callers"] = tuple(callers)
+        elif table == "forward":
+            allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s"}
+            unknown = set(content) - allowed
+            missing = {"ae_title", "host", "port"} - set(content)
+            if unknown or missing:
+                raise ConfigError("[forward] " + (f"has unknown keys {', '.join(sorted(unknown))}" if unknown
+                                                           else f"needs {', '.join(sorted(missing))}"))
+            values["forward"] = Destination(
+                check_ae_title(str(content["ae_title"]), "forward"), str(content["host"]),
+                check_port(int(content["port"]), "forward"),
+                float(content.get("retry_initial_s", 5.0)), float(content.get("retry_max_s", 300.0)))
+        elif table in _TABLES:
+            for key, value in content.items():
+                if key not in _TABLES[table]:
+                    raise ConfigError(f"unknown key {key!r} in [{table}] (known: {', '.join(_TABLES[table])})")
+                name = _TABLES[table][key]
+                values[name] = _convert(name, value, f"[{table}]")
+        else:
+            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, forward)")
+    return NodeConfig(**values)
+
+
+def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:
+    """The config with every override that is not None applied (the command-line flags)."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
