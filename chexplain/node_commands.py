@@ -49,6 +49,18 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _require(modules: tuple[str, ...], command: str) -> None:
+    """Exit with one line naming the extra to install when a module the command needs is missing."""
+    import importlib.util
+
+    if sys.version_info < (3, 11):
+        modules += ("tomli",)
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        click.echo(f"chexplain: error: {command} needs {', '.join(missing)}: pip install 'chexplain[node]'", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
 def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str, ...] = (), **flags: Any) -> Any:
     """The config file's settings, overridden by the flags given, checked."""
     from .runtime.node_config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
@@ -102,6 +114,7 @@ def serve(config_file, allow_callers, **flags) -> None:
     the spool's outbox, forwarding the DICOM objects when --forward is given. Stops cleanly
     on SIGTERM; what was received and not yet explained is explained after the next start.
     """
+    _require(("pydicom", "pynetdicom"), "serve")
     config = _config(config_file, True, allow_callers, **flags)
     _run(config, listen=True)
 
@@ -120,5 +133,8 @@ def watch(folder, config_file, done_dir, settle_s, **flags) -> None:
     '.' or ending in .part/.tmp/.partial are left alone until renamed. Results go to the
     spool's outbox (DICOM inputs also get Secondary Captures); taken files move to --done.
     """
+    _require((), "watch")
     config = _config(config_file, False, **flags)
+    if config.forward is not None:
+        _require(("pydicom", "pynetdicom"), "forwarding")
     _run(config, listen=False, watch_folder=folder, done_dir=done_dir, settle_s=settle_s)

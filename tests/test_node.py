@@ -322,3 +322,39 @@ def test_a_burst_of_50_goes_through_a_bounded_queue_with_flat_memory(node_model,
     assert grown < 100, f"resident memory grew by {grown:.0f} MB over 45 images"
     assert health[-1]["latency_ms"]["p50"] > 0
     assert np.unique([r["image"]["sop_instance_uid"] for r in results(spool)]).size == 50
+
+
+def test_results_that_cannot_be_sent_stay_and_are_retried(node_model, dx_files, tmp_path):
+    pacs_port, port = free_port(), free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f"""
+[[callers]]
+ae_title = "MODALITY"
+
+[forward]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+retry_initial_s = 0.5
+retry_max_s = 1
+""")
+    spool, received = tmp_path / "spool", tmp_path / "pacs"
+    received.mkdir()
+    node = NodeProcess(["serve", "--config", str(config), "--model", str(node_model), "--spool", str(spool),
+                        "--port", str(port), "--host", "127.0.0.1"], tmp_path / "node.log").start()
+    try:
+        assert store(port, [dx_files[4]]) == [0]
+        node.wait_for(lambda: sum(e["event"] == "forward_failed" for e in node.events()) >= 2, 60, "failed tries")
+        assert len(list((spool / "outbox").glob("*/*.sent"))) == 0 and len(list((spool / "outbox").glob("*/sc-*.dcm"))) == 2
+        pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "--output-directory", str(received), str(pacs_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            node.wait_for(lambda: len(list(received.iterdir())) == 2, 60, "the captures delivered once the PACS is up")
+        finally:
+            pacs.terminate()
+            pacs.wait(10)
+    finally:
+        assert node.stop() == 0
+    assert len(list((spool / "outbox").glob("*/*.sent"))) == 2
+    failed = [e for e in node.events() if e["event"] == "forward_failed"]
+    assert failed[0]["retry_in_s"] == 0.5 and failed[1]["retry_in_s"] == 1.0  # doubling, capped

@@ -202,3 +202,8 @@ def test_the_log_is_json_lines_and_metrics_have_percentiles():
         metrics.done(float(ms))
     assert metrics.snapshot()["latency_ms"] == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
     assert percentile([5.0], 99) == 5.0
+
+
+def test_the_deployment_example_is_a_valid_config():
+    config = load_config(Path(__file__).parents[1] / "deploy" / "node.toml").check()
+    assert config.callers and config.forward is not None and config.structured_report
