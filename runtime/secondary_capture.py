@@ -49,13 +49,32 @@ def with_banner(bgr: np.ndarray, *lines: str) -> np.ndarray:
     return np.vstack([_strip(text, width, rows) for text in (lines or (BANNER,))] + [bgr])
 
 
-def copy_patient_and_study(source: Any, ds: Any) -> None:
-    """The patient and study attributes a derived object shares with its source."""
+def derived_dataset(source: Any, sop_class_uid: str, now: datetime) -> Any:
+    """A new instance of ``sop_class_uid`` made by chexplain from ``source``: file meta, new SOP
+    Instance UID, the source's patient and study attributes (Type 2 ones present even when
+    empty), equipment, and creation and content date/time."""
+    import_pydicom()
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     for keyword in SHARED_ATTRIBUTES:
         setattr(ds, keyword, source.get(keyword, ""))
     for keyword in OPTIONAL_SHARED:
         if keyword in source:
             setattr(ds, keyword, source.get(keyword))
+    ds.Manufacturer = "chexplain"
+    ds.SoftwareVersions = __version__
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    return ds
 
 
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
@@ -63,19 +82,10 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
                       now: datetime | None = None) -> Any:
     """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in ``source``'s study."""
     pydicom = import_pydicom()
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset
 
-    now = now or datetime.now()
     rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SECONDARY_CAPTURE_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    copy_patient_and_study(source, ds)
+    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now())
     for keyword in OPTIONAL_IMAGE:
         if keyword in source:
             setattr(ds, keyword, source.get(keyword))
@@ -85,14 +95,9 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
     ds.SeriesDescription = series_description
     ds.InstanceNumber = instance_number
     ds.ConversionType = "WSD"
-    ds.Manufacturer = "chexplain"
-    ds.SoftwareVersions = __version__
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.DerivationDescription = derivation[:1024]
     ds.BurnedInAnnotation = "YES"
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
-    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import __version__
 from .dicom import import_pydicom
-from .secondary_capture import copy_patient_and_study
+from .secondary_capture import derived_dataset
 
 BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"
 REPORT = ("18748-4", "LN", "Diagnostic imaging report")
@@ -52,31 +52,17 @@ def basic_text_sr(source: Any, probabilities: Mapping[str, float], thresholds: M
                   model_description: str, series_uid: str, series_number: int, now: datetime | None = None) -> Any:
     """The SR dataset for ``source`` (the received image's dataset, pixel data not needed)."""
     pydicom = import_pydicom()
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset
 
-    now = now or datetime.now()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = BASIC_TEXT_SR_STORAGE
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    copy_patient_and_study(source, ds)
+    ds = derived_dataset(source, BASIC_TEXT_SR_STORAGE, now or datetime.now())
     ds.Modality = "SR"
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = "chexplain findings - NOT FOR DIAGNOSTIC USE"
     ds.ReferencedPerformedProcedureStepSequence = pydicom.Sequence()
-    ds.Manufacturer = "chexplain"
-    ds.SoftwareVersions = __version__
     ds.InstanceNumber = 1
     ds.CompletionFlag = "COMPLETE"
     ds.VerificationFlag = "UNVERIFIED"
-    ds.ContentDate = now.strftime("%Y%m%d")
-    ds.ContentTime = now.strftime("%H%M%S")
-    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
     ds.PerformedProcedureCodeSequence = pydicom.Sequence()
     image = Dataset()
     image.ReferencedSOPClassUID = source.SOPClassUID
