@@ -138,8 +138,11 @@ def predict(inputs, model, as_json, thresholds, backend, threads, allow_any_view
               show_default=True, help=BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--allow-any-view", is_flag=True, help="Also explain non-chest and lateral DICOMs.")
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write a self-contained HTML report per radiograph (report.html) and <out>/index.html.")
+@click.option("--patient-name", is_flag=True, help="Show the DICOM patient name and ID in the reports (hidden by default).")
 def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_json, thresholds, backend, threads,
-            allow_any_view) -> None:
+            allow_any_view, with_report, patient_name) -> None:
     """Explain radiographs: probabilities and, per class and method, a heatmap on the original image.
 
     Writes overlays (PNG; sequential colours for CAMs, blue-white-red for signed LRP), the
@@ -163,6 +166,8 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
         targets = input_targets(settings, classes, engine.manifest.classes)
     except (ModelNotFoundError, ImportError, ValueError) as error:
         raise click.UsageError(str(error)) from None
+    if with_report and no_arrays:
+        raise click.UsageError("--report draws the maps from the saved arrays: drop --no-arrays")
     manifest = engine.manifest
     predictor = Predictor(engine, parse_thresholds(thresholds, manifest.classes), allow_any_view=allow_any_view)
     paths = expand_inputs(inputs)
@@ -184,10 +189,12 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
             click.echo(f"[{index}/{len(paths)}] {prediction.input}: explained {listed} "
                        f"({prediction.timing_ms['total']:.0f} ms) -> {sheet_path}")
     document = json_document(predictions, manifest, str(engine.path), engine.describe(), predictor.thresholds)
-    document.update(schema="chexplain.explain/1", results=records,
+    document.update(schema="chexplain.explain/1", results=records, banner=manifest.banner(),
                     methods=[m.label for m in chosen], explanations=settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.json").write_text(json.dumps(document, indent=2) + "\n")
+    if with_report:
+        _write_reports(out_dir, document, patient_name, quiet=as_json)
     click.echo(json.dumps(document, indent=2) if as_json else f"index: {out_dir / 'index.json'}")
     failed = sum(not p.ok for p in predictions)
     if failed:
@@ -575,6 +582,37 @@ def phantoms(out_dir, count, seed, size, valid_fraction, overwrite) -> None:
         train_csv, valid_csv = write_dataset(out_dir, count, seed=seed, size=size, valid_fraction=valid_fraction,
                                              progress=advance)
     click.echo(f"{count} phantoms ({size}x{size}, seed {seed}): {train_csv}, {valid_csv}")
+
+
+def _write_reports(root: Path, document: dict | None, patient_name: bool, quiet: bool = False) -> None:
+    from .runtime.errors import InputError
+    from .runtime.reports import write_reports
+
+    try:
+        reports, index = write_reports(root, document, patient=patient_name, on_error=_error)
+    except InputError as error:
+        _error(str(error))
+        sys.exit(EXIT_SOME_FAILED)
+    if not quiet:
+        click.echo(f"reports: {len(reports)}" + (f"; index: {index}" if index else ""), err=True)
+    if index is None:
+        _error(f"no report written in {root}")
+        sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--patient-name", is_flag=True, help="Show the DICOM patient name and ID (hidden by default).")
+def report(results_dir, patient_name) -> None:
+    """Write HTML reports for a folder of `chexplain explain` results.
+
+    One self-contained page per radiograph (report.html beside its sheet: the radiograph
+    with zoom and pan, the findings against their thresholds, each explained class's maps
+    side by side with an opacity slider, the model and the input) and RESULTS_DIR/index.html,
+    sortable by each finding's probability. The pages make no network request. Needs the maps
+    saved as arrays (explain without --no-arrays) and the inputs where they were explained.
+    """
+    _write_reports(results_dir, None, patient_name)
 
 
 @main.command()

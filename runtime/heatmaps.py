@@ -51,13 +51,24 @@ def to_bgr(gray01: np.ndarray) -> np.ndarray:
     return cv2.cvtColor((np.clip(gray01, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-def overlay(gray01: np.ndarray, heatmap: np.ndarray, signed: bool, opacity: float = 0.6) -> np.ndarray:
-    """The radiograph (H, W) in gray with the heatmap (H, W) blended on top, BGR uint8."""
+def colour_layer(heatmap: np.ndarray, signed: bool) -> np.ndarray:
+    """The heatmap as BGRA uint8: its colour map, and opacity following the magnitude."""
     values = normalise(heatmap, signed)
     index = ((values + 1) * 127.5 if signed else values * 255).round().astype(np.uint8)
-    colours = _LUTS["signed" if signed else "positive"][index].astype(np.float32)
-    alpha = (opacity * np.abs(values))[..., None]
-    return (to_bgr(gray01).astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+    alpha = (np.abs(values) * 255).round().astype(np.uint8)
+    return np.dstack([_LUTS["signed" if signed else "positive"][index], alpha])
+
+
+def lut(signed: bool) -> np.ndarray:
+    """The 256 BGR colours a map of this kind is drawn with."""
+    return _LUTS["signed" if signed else "positive"]
+
+
+def overlay(gray01: np.ndarray, heatmap: np.ndarray, signed: bool, opacity: float = 0.6) -> np.ndarray:
+    """The radiograph (H, W) in gray with the heatmap (H, W) blended on top, BGR uint8."""
+    layer = colour_layer(heatmap, signed).astype(np.float32)
+    alpha = opacity * layer[..., 3:] / 255
+    return (to_bgr(gray01).astype(np.float32) * (1 - alpha) + layer[..., :3] * alpha).round().astype(np.uint8)
 
 
 def _tile(image: np.ndarray, label: str) -> np.ndarray:
