@@ -212,10 +212,15 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
             if unknown or missing:
                 raise ConfigError("[forward] " + (f"has unknown keys {', '.join(sorted(unknown))}" if unknown
                                                            else f"needs {', '.join(sorted(missing))}"))
+            numbers = {key: content.get(key, default) for key, default in
+                       (("port", 0), ("retry_initial_s", 5.0), ("retry_max_s", 300.0))}
+            wrong = [key for key, value in numbers.items()
+                     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
+            if wrong or not isinstance(numbers["port"], int):
+                raise ConfigError(f"[forward] {', '.join(wrong or ['port'])} must be positive numbers (port an integer)")
             values["forward"] = Destination(
                 check_ae_title(str(content["ae_title"]), "forward"), str(content["host"]),
-                check_port(int(content["port"]), "forward"),
-                float(content.get("retry_initial_s", 5.0)), float(content.get("retry_max_s", 300.0)))
+                check_port(numbers["port"], "forward"), float(numbers["retry_initial_s"]), float(numbers["retry_max_s"]))
         elif table in _TABLES:
             for key, value in content.items():
                 if key not in _TABLES[table]:

@@ -75,6 +75,8 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     ("[[callers]]\nae_title = 'A'\naddresses = ['not-an-ip']\n", "is not an IP address"),
     ("[[callers]]\nae_title = 'MUCH_TOO_LONG_AE_TITLE'\n", "is not an AE title"),
     ("[forward]\nae_title = 'A'\n", "[forward] needs host, port"),
+    ("[forward]\nae_title = 'A'\nhost = 'h'\nport = '104'\n", "[forward] port must be positive numbers"),
+    ("[forward]\nae_title = 'A'\nhost = 'h'\nport = 104\nretry_max_s = -1\n", "retry_max_s must be positive"),
 ])
 def test_config_errors_name_the_file_and_the_problem(tmp_path, text, message):
     path = write(tmp_path, text)
