@@ -434,9 +434,13 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
               help="Or NIH-style bounding boxes (Image Index, Finding Label, x, y, w, h) for the images in --images.")
 @click.option("--images", "image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of the radiographs --boxes names.")
-@click.option("--method", "methods", multiple=True, metavar="METHOD",
-              help="Methods to evaluate, repeatable; 'all' adds the CAM variants computed from exposed gradients "
+@click.option("--method", "--methods", "methods", multiple=True, metavar="METHOD[,METHOD]",
+              help="Methods to evaluate, repeatable or comma-separated; 'all' adds the CAM variants computed from "
+                   "exposed gradients "
                    "[default: every method in the graph].")
+@click.option("--classes", "class_choice", type=click.Choice(["positive", "all"]), default="positive", show_default=True,
+              help="Explain each radiograph's findings (positive), or every class: those without ground truth there "
+                   "get the metrics that need no region (granularity, sparseness, deletion/insertion).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Explain the first N radiographs with ground truth only (AUROC always covers the whole CSV).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
@@ -449,8 +453,8 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help=BACKEND_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
-def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fraction, steps, examples, out_dir, backend,
-             threads) -> None:
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, fraction, steps, examples, out_dir,
+             backend, threads) -> None:
     """Measure the explanations against ground truth: pointing game, relevance mass and rank
     accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion. With
     --data, also the classifier's AUROC per class on every radiograph of the CSV."""
@@ -466,6 +470,7 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fract
         raise click.UsageError("give --data (phantoms with masks) or --boxes with --images")
     try:
         engine = open_backend(model, backend, threads=threads, notify=_note)
+        methods = [name.strip() for value in methods for name in value.split(",") if name.strip()]
         chosen = select_methods(graph_methods(engine.manifest.explanations), methods)
         cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
         labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root else None
@@ -483,7 +488,8 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, limit, fract
             scores = classification(engine, labels, progress=lambda index, _: bar.update(1))
     with click.progressbar(length=len(cases), label="explaining", file=sys.stderr) as bar:
         document = run_evaluation(engine, cases, chosen, fraction=fraction, steps=steps, examples=examples,
-                                  sheets=out_dir / "examples", progress=lambda index, _: bar.update(1))
+                                  sheets=out_dir / "examples", all_classes=class_choice == "all",
+                                  progress=lambda index, _: bar.update(1))
     document["classification"] = scores
     table = markdown(document["summary"])
     if scores is not None:

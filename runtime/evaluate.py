@@ -40,8 +40,9 @@ NIH_TO_CHEXPERT = {
     "Infiltrate": "Lung Opacity", "Infiltration": "Lung Opacity", "Mass": "Lung Lesion", "Nodule": "Lung Lesion",
     "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax",
 }
-METRICS = ("pointing_game", "mass_accuracy", "rank_accuracy", "top_iou", "gini", "high_frequency", "components",
-           "component_size", "deletion_auc", "insertion_auc")
+LOCALISATION = ("pointing_game", "mass_accuracy", "rank_accuracy", "top_iou")  # need the finding's region
+METRICS = (*LOCALISATION, "gini", "high_frequency", "components", "component_size", "deletion_auc", "insertion_auc")
+ABSENT = "classes without ground truth"  # summary row of the classes explained with --classes all
 
 
 @dataclass
@@ -172,26 +173,29 @@ def example_sheet(gray01: np.ndarray, rows: Sequence[SheetRow]) -> np.ndarray:
 
 
 def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMethod], *, fraction: float,
-                  steps: int, sheet_path: Path | None = None) -> list[dict[str, Any]]:
-    """Every metric for each finding of one radiograph and each method; with ``sheet_path``,
-    also an example sheet of the maps and the ground truth."""
+                  steps: int, sheet_path: Path | None = None, all_classes: bool = False) -> list[dict[str, Any]]:
+    """Every metric for each finding of one radiograph and each method; with ``all_classes``,
+    also the classes without ground truth there (the metrics that need no mask). With
+    ``sheet_path``, also an example sheet of the findings' maps and their ground truth."""
     classes = backend.manifest.classes
     findings = [f for f in case.regions if f in classes]
     if not findings:
         return []
+    explained = findings + ([c for c in classes if c not in findings] if all_classes else [])
     radiograph = read_radiograph(case.path, allow_any_view=True)
     image, geometry = preprocess(radiograph.pixels, backend.manifest.preprocessing)
-    targets = np.array([[classes.index(f) for f in findings]], np.int64)
+    targets = np.array([[classes.index(f) for f in explained]], np.int64)
     outputs = backend.run(image[None], targets=targets)
     baseline = _blurred(image)
     records = []
     shown: dict[str, list[tuple[GraphMethod, np.ndarray]]] = {finding: [] for finding in findings}
     for method in methods:
         maps = method.maps(outputs)[0]
-        for k, finding in enumerate(findings):
+        for k, finding in enumerate(explained):
             heat = geometry.to_original(maps[k])
-            shown[finding].append((method, heat))
-            mask = case.mask(finding, heat.shape)
+            mask = case.mask(finding, heat.shape) if finding in case.regions else None
+            if mask is not None:
+                shown[finding].append((method, heat))
             at_input = cv2.resize(maps[k].astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
 
             def score(batch: np.ndarray, index: int = classes.index(finding)) -> np.ndarray:
@@ -199,14 +203,15 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
                 return result["probabilities"][:, index]
 
             count, size = region_components(heat, fraction)
+            located = {"mask_fraction": float(mask.mean()), "pointing_game": float(pointing_game(heat, mask)),
+                       "mass_accuracy": relevance_mass_accuracy(heat, mask),
+                       "rank_accuracy": relevance_rank_accuracy(heat, mask),
+                       "top_iou": top_region_iou(heat, mask, fraction)} if mask is not None else dict.fromkeys(
+                           ("mask_fraction", *LOCALISATION))
             records.append({
-                "image": str(case.path), "finding": finding, "method": method.label,
+                "image": str(case.path), "finding": finding, "method": method.label, "present": mask is not None,
                 "probability": float(outputs["probabilities"][0, classes.index(finding)]),
-                "mask_fraction": float(mask.mean()),
-                "pointing_game": float(pointing_game(heat, mask)),
-                "mass_accuracy": relevance_mass_accuracy(heat, mask),
-                "rank_accuracy": relevance_rank_accuracy(heat, mask),
-                "top_iou": top_region_iou(heat, mask, fraction),
+                **located,
                 "gini": gini(heat),
                 "high_frequency": high_frequency_energy(at_input),
                 "components": float(count),
@@ -221,17 +226,25 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
     return records
 
 
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean of each metric per method and finding, and per method over all findings."""
+    """Mean of each metric per method and finding, per method over all findings, and (with
+    --classes all) per method over the classes explained where they have no ground truth."""
     rows = []
     methods = list(dict.fromkeys(r["method"] for r in records))
     for method in methods:
-        mine = [r for r in records if r["method"] == method]
+        mine = [r for r in records if r["method"] == method and r.get("present", True)]
+        absent = [r for r in records if r["method"] == method and not r.get("present", True)]
         groups = [("all findings", mine)] + [(f, [r for r in mine if r["finding"] == f])
                                              for f in dict.fromkeys(r["finding"] for r in mine)]
+        groups += [(ABSENT, absent)] if absent else []
         for finding, group in groups:
             rows.append({"method": method, "finding": finding, "n": len(group),
-                         **{m: float(np.mean([r[m] for r in group])) for m in METRICS}})
+                         **{m: _mean([r[m] for r in group]) for m in METRICS}})
     return rows
 
 
@@ -241,16 +254,18 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
     for r in rows:
         values = [r["pointing_game"], r["mass_accuracy"], r["rank_accuracy"], r["top_iou"], r["gini"], r["high_frequency"]]
-        lines.append(f"| {r['method']} | {r['finding']} | {r['n']} | " + " | ".join(f"{v:.3f}" for v in values)
+        lines.append(f"| {r['method']} | {r['finding']} | {r['n']} | "
+                     + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
                      + f" | {r['components']:.1f} | {r['component_size']:.0f} | {r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequence[GraphMethod], *, fraction: float = 0.05,
-                   steps: int = 10, examples: int = 0, sheets: Path | None = None,
+                   steps: int = 10, examples: int = 0, sheets: Path | None = None, all_classes: bool = False,
                    progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
-    """Evaluate every case; a radiograph that cannot be read is reported and skipped. The
-    first ``examples`` cases also get an example sheet in ``sheets``."""
+    """Evaluate every case (its findings; with ``all_classes`` every class); a radiograph that
+    cannot be read is reported and skipped. The first ``examples`` cases also get an example
+    sheet in ``sheets``."""
     require_targets(backend)
     records, failures = [], []
     for index, case in enumerate(cases, 1):
@@ -258,11 +273,13 @@ def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequenc
         if sheets is not None and index <= examples:
             sheet_path = sheets / f"{index:03d}-{slug('-'.join(case.path.with_suffix('').parts[-3:]))}.png"
         try:
-            records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps, sheet_path=sheet_path)
+            records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps, sheet_path=sheet_path,
+                                     all_classes=all_classes)
         except (InputError, ValueError, OSError) as error:
             failures.append({"image": str(case.path), "error": str(error)})
         if progress:
             progress(index, str(case.path))
     return {"schema": EVALUATE_SCHEMA, "model": backend.manifest.name, "graph": str(backend.path),
-            "settings": {"top_fraction": fraction, "perturbation_steps": steps, "baseline": "Gaussian blur (sigma = width / 20)"},
+            "settings": {"top_fraction": fraction, "perturbation_steps": steps, "baseline": "Gaussian blur (sigma = width / 20)",
+                         "classes": "all" if all_classes else "positive"},
             "summary": summarize(records), "records": records, "failures": failures}

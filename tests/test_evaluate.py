@@ -13,7 +13,7 @@ from chexplain.cli import main
 from chexplain.models.chexpert_csv import read_labels
 from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest
 from chexplain.models.metrics import auroc
-from chexplain.runtime.evaluate import METRICS, EvalCase, box_cases, classification, phantom_cases
+from chexplain.runtime.evaluate import ABSENT, METRICS, EvalCase, box_cases, classification, phantom_cases
 from chexplain.runtime.preprocess import preprocess
 from chexplain.runtime.reader import read_radiograph
 from conftest import IMAGES
@@ -95,6 +95,32 @@ def test_evaluate_command_on_phantoms(targets_graph: Path, phantom_data: Path, t
         assert overall["mass_accuracy"] == pytest.approx(
             np.mean([r["mass_accuracy"] for r in document["records"] if r["method"] == method]))
     assert "| lrp:epsilon | all findings |" in result.stdout and (tmp_path / "evaluation.md").is_file()
+
+
+def test_evaluate_all_classes_adds_the_classes_without_ground_truth(targets_graph: Path, phantom_data: Path,
+                                                                   tmp_path: Path):
+    args = ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data), "--limit", "1", "--steps", "2",
+            "--examples", "0", "--methods", "gradcam,lrp:epsilon", "--threads", "2"]
+    positive = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "positive")])
+    every = CliRunner().invoke(main, [*args, "--classes", "all", "--out", str(tmp_path / "all")])
+    assert positive.exit_code == 0 and every.exit_code == 0, (positive.output, every.output)
+    first = json.loads((tmp_path / "positive" / "evaluation.json").read_text())
+    both = json.loads((tmp_path / "all" / "evaluation.json").read_text())
+    assert both["settings"]["classes"] == "all" and first["settings"]["classes"] == "positive"
+    present = [r for r in both["records"] if r["present"]]
+    absent = [r for r in both["records"] if not r["present"]]
+    assert len(present) == len(first["records"]) and len(present) + len(absent) == 2 * 14
+    for record in absent:  # no region: localisation undefined, the rest measured
+        assert record["pointing_game"] is None and record["mass_accuracy"] is None
+        assert 0.0 <= record["gini"] <= 1.0 and 0.0 <= record["deletion_auc"] <= 1.0
+    summary = {(row["method"], row["finding"]): row for row in both["summary"]}
+    reference = {(row["method"], row["finding"]): row for row in first["summary"]}
+    for method in ("gradcam", "lrp:epsilon"):
+        assert summary[(method, "all findings")]["mass_accuracy"] == pytest.approx(
+            reference[(method, "all findings")]["mass_accuracy"], abs=1e-6)
+        row = summary[(method, ABSENT)]
+        assert row["n"] == len(absent) // 2 and row["pointing_game"] is None and row["gini"] is not None
+    assert f"| gradcam | {ABSENT} |" in every.stdout and "| - |" in every.stdout
 
 
 def test_evaluate_needs_a_targets_graph_and_ground_truth(default_onnx: Path, phantom_data: Path):
