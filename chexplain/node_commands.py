@@ -40,6 +40,11 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
         click.option("--forward", "forward_to", default=None, metavar="AE@HOST:PORT",
                      help="Send the DICOM results to this AE (C-STORE), retrying with back-off."),
+        click.option("--retry-initial", "retry_initial_s", type=click.FloatRange(min=0.1), default=None,
+                     help="First delay in seconds before sending again after a failure [default: 5]; it doubles."),
+        click.option("--retry-max", "retry_max_s", type=click.FloatRange(min=0.1), default=None,
+                     help="Longest delay between tries in seconds [default: 300]."),
+        click.option("--opacity", type=click.FloatRange(0, 1), default=None, help="Heatmap opacity [default: 0.6]."),
         click.option("--health-interval", "health_interval_s", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds between health lines [default: 60]."),
         click.option("--allow-any-view", is_flag=True, default=None, help="Also explain non-chest and lateral DICOMs."),
@@ -63,13 +68,21 @@ def _require(modules: tuple[str, ...], command: str) -> None:
 
 def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str, ...] = (), **flags: Any) -> Any:
     """The config file's settings, overridden by the flags given, checked."""
+    from dataclasses import replace
+
     from .runtime.node_config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
 
     try:
         config = load_config(config_file) if config_file else NodeConfig()
         forward_to = flags.pop("forward_to", None)
+        retry = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
         if forward_to:
             flags["forward"] = Destination.parse(forward_to)
+        forward = flags.get("forward") or config.forward
+        if retry and forward is None:
+            raise ConfigError("--retry-initial and --retry-max need a destination (--forward or [forward])")
+        if retry:
+            flags["forward"] = replace(forward, **retry)
         flags["methods"] = tuple(flags["methods"]) or None
         flags["callers"] = config.callers + tuple(Caller.parse(text) for text in allow_callers) or None
         return with_overrides(config, **flags).check(listening)

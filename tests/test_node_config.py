@@ -209,3 +209,18 @@ def test_the_log_is_json_lines_and_metrics_have_percentiles():
 def test_the_deployment_example_is_a_valid_config():
     config = load_config(Path(__file__).parents[1] / "deploy" / "node.toml").check()
     assert config.callers and config.forward is not None and config.structured_report
+
+
+def test_the_commands_refuse_settings_that_cannot_work(tmp_path):
+    from click.testing import CliRunner
+
+    from chexplain.cli import main
+
+    runner = CliRunner()
+    nobody = runner.invoke(main, ["serve", "--spool", str(tmp_path / "spool")])
+    assert nobody.exit_code == 2 and "no calling AE title is allowed" in nobody.output
+    retry = runner.invoke(main, ["watch", str(tmp_path), "--retry-max", "3"])
+    assert retry.exit_code == 2 and "need a destination" in retry.output
+    bad = runner.invoke(main, ["serve", "--config", str(write(tmp_path, "[node]\nport = 0\n")), "--allow-any-caller"])
+    assert bad.exit_code == 2 and "port 0 is outside 1-65535" in bad.output
+    assert not (tmp_path / "spool").exists()  # nothing was created for a node that did not start
