@@ -14,10 +14,13 @@ from pathlib import Path
 
 from .node_config import Destination
 from .node_log import EventLog, Metrics, uid_hash
+from .secondary_capture import SECONDARY_CAPTURE_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
+from .structured_report import BASIC_TEXT_SR_STORAGE
 
 SENT_SUFFIX = ".sent"
 TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
+RESULT_SOP_CLASSES = (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE)  # what the node writes
 
 
 def unsent(outbox: Path) -> list[Path]:
@@ -45,44 +48,38 @@ class Forwarder:
         self.metrics = metrics
 
     def send(self, files: Sequence[Path]) -> str | None:
-        """Try to send ``files`` over one association; None when all were accepted, else why not."""
+        """Try to send ``files`` over one association, reading one at a time (a long backlog
+        never sits in memory); None when all were accepted, else why not."""
         from pydicom import dcmread
         from pynetdicom import AE
 
-        datasets = []
-        for path in files:
-            try:
-                datasets.append((path, dcmread(path)))
-            except Exception as error:  # a damaged result: say so once, keep it out of the retries
-                self.log("forward_unreadable", file=str(path), error=str(error).splitlines()[0])
-                path.rename(path.with_suffix(".unreadable"))
-        if not datasets:
-            return None
         ae = AE(ae_title=self.calling_ae)
-        for sop_class in sorted({str(ds.SOPClassUID) for _, ds in datasets}):
+        for sop_class in RESULT_SOP_CLASSES:
             ae.add_requested_context(sop_class, list(TRANSFER_SYNTAXES))
         target = self.destination
         assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
         if not assoc.is_established:
             return f"no association with {target.ae_title}@{target.host}:{target.port}"
-        failure = None
         try:
-            for path, ds in datasets:
-                status = assoc.send_c_store(ds)
-                code = getattr(status, "Status", None)
-                if code == 0x0000 or (code is not None and code & 0xF000 == 0xB000):  # success or warning
-                    mark_sent(path)
-                    if self.metrics:
-                        self.metrics.count("forwarded")
-                    self.log("forwarded", file=path.name, item=path.parent.name, sop=uid_hash(str(ds.SOPInstanceUID)),
-                             destination=target.ae_title, status=f"0x{code:04X}")
-                else:
-                    failure = f"{path.name}: " + (f"status 0x{code:04X}" if code is not None else "no response")
-                    break
+            for path in files:
+                try:
+                    ds = dcmread(path)
+                except Exception as error:  # a damaged result: say so once, keep it out of the retries
+                    self.log("forward_unreadable", file=str(path), error=str(error).splitlines()[0])
+                    path.rename(path.with_suffix(".unreadable"))
+                    continue
+                code = getattr(assoc.send_c_store(ds), "Status", None)
+                if code is None or not (code == 0x0000 or code & 0xF000 == 0xB000):  # neither success nor warning
+                    return f"{path.name}: " + (f"status 0x{code:04X}" if code is not None else "no response")
+                mark_sent(path)
+                if self.metrics:
+                    self.metrics.count("forwarded")
+                self.log("forwarded", file=path.name, item=path.parent.name, sop=uid_hash(str(ds.SOPInstanceUID)),
+                         destination=target.ae_title, status=f"0x{code:04X}")
+            return None
         finally:
             if assoc.is_established:
                 assoc.release()
-        return failure
 
     def run(self, stop: threading.Event, wake: threading.Event, poll_s: float = 30.0) -> None:
         """Send what is unsent whenever woken (a result was written) or every ``poll_s``; back off on failure."""

@@ -156,7 +156,8 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
         assert stranger.returncode != 0 and "Calling AE Title Not Recognized" in stranger.stderr
         node.wait_for(lambda: len(results(spool)) == 3, 180, "three results")
         # Each of the 3 instances: 2 classes x 1 method Secondary Captures + 1 SR, all forwarded.
-        node.wait_for(lambda: len(list(received.iterdir())) == 9, 60, "nine objects at the receiving AE")
+        node.wait_for(lambda: len(list(received.iterdir())) == 9 and len(list((spool / "outbox").glob("*/*.sent"))) == 9,
+                      60, "nine objects at the receiving AE, their acceptance recorded")
     finally:
         code = node.stop()
         pacs.terminate()
@@ -349,7 +350,8 @@ retry_max_s = 1
         pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "--output-directory", str(received), str(pacs_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            node.wait_for(lambda: len(list(received.iterdir())) == 2, 60, "the captures delivered once the PACS is up")
+            node.wait_for(lambda: len(list(received.iterdir())) == 2 and len(list((spool / "outbox").glob("*/*.sent"))) == 2,
+                          60, "the captures delivered (and their acceptance recorded) once the PACS is up")
         finally:
             pacs.terminate()
             pacs.wait(10)
