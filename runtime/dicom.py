@@ -108,8 +108,9 @@ def check_radiograph(path: Path, info: dict[str, Any], allow_any_view: bool) -> 
         )
 
 
-def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense) and a description."""
+def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, dict[str, Any], Any]:
+    """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense), a description, and
+    its dataset without the pixel data (for objects derived from it)."""
     pydicom = import_pydicom()
     try:
         ds = pydicom.dcmread(path)
@@ -144,4 +145,5 @@ def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, di
         unit = _to_unit_range(path, ds, pixels)
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
-    return unit, info
+    del ds.PixelData
+    return unit, info, ds

@@ -66,7 +66,7 @@ class InstanceProcessor:
         if not prediction.ok:
             raise InputError(item, prediction.error or "failed")
         start = time.perf_counter()
-        source = self._source_dataset(item, prediction)
+        source = prediction.radiograph.header  # DICOM inputs only
         files: dict[str, bytes] = {}
         explained = self._explain(prediction, source, files)
         record = self._record(item, prediction, origin or {}, explained)
@@ -76,14 +76,6 @@ class InstanceProcessor:
         record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
         files[RESULT_FILE] = (json.dumps(record, indent=2) + "\n").encode()
         return files, record
-
-    @staticmethod
-    def _source_dataset(item: Path, prediction: Prediction) -> Any:
-        if prediction.image.get("format") != "dicom":
-            return None
-        from .dicom import import_pydicom
-
-        return import_pydicom().dcmread(item, stop_before_pixels=True)
 
     def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes]) -> list[dict[str, Any]]:
         classes = self.predictor.manifest.classes

@@ -23,6 +23,7 @@ class Radiograph:
     pixels: np.ndarray
     info: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    header: Any = None  # a DICOM input's dataset without its pixel data
 
     @property
     def size(self) -> tuple[int, int]:
@@ -47,16 +48,17 @@ def read_radiograph(path: str | Path, allow_any_view: bool = False) -> Radiograp
         raise InputError(path, f"cannot read ({error.strerror})") from None
     if not data:
         raise InputError(path, "empty file (0 bytes)")
+    header = None
     if data.startswith(PNG_SIGNATURE) or data.startswith(JPEG_SIGNATURE):
         pixels, info = read_bitmap(path, data)
     elif _is_dicom(data[:132]) or path.suffix.lower() in {".dcm", ".dicom"}:
         from .dicom import read_dicom
 
-        pixels, info = read_dicom(path, allow_any_view=allow_any_view)
+        pixels, info, header = read_dicom(path, allow_any_view=allow_any_view)
     else:
         raise InputError(path, "not a PNG, JPEG or DICOM file")
     warnings = [info.pop("warning")] if "warning" in info else []
-    return Radiograph(path=path, pixels=pixels, info=info, warnings=warnings)
+    return Radiograph(path=path, pixels=pixels, info=info, warnings=warnings, header=header)
 
 
 def _looks_like_image(path: Path) -> bool:

@@ -100,7 +100,7 @@ def _bars(probabilities: Mapping[str, float], thresholds: Mapping[str, float]) -
 
 def _viewer(layers: Sequence[str], label: str, group: str, aspect: float) -> str:
     """A zoomable box: the radiograph and the given heat layers (CSS classes), stacked."""
-    stacked = "".join(f'<div class="layer heat {cls}" data-layer="{cls}"></div>' for cls in layers)
+    stacked = "".join(f'<div class="layer heat {cls}"></div>' for cls in layers)
     return (f'<div class="viewer" tabindex="0" role="group" aria-label="{_e(label)}: drag or arrow keys to pan, '
             f'wheel or + and - to zoom, 0 to reset" data-group="{group}" style="--aspect:{aspect:.6f}">'
             f'<div class="stage"><div class="layer radiograph"></div>{stacked}</div>'
