@@ -105,9 +105,11 @@ class FakeProcessor:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.release.set()
+        self.in_hand = threading.Event()
         self.seen: list[bytes] = []
 
     def process(self, item: Path, origin):
+        self.in_hand.set()
         self.release.wait(10)
         data = item.read_bytes()
         self.seen.append(data)
@@ -156,7 +158,7 @@ def test_stop_finishes_the_item_in_hand_and_leaves_the_rest_for_the_next_start(t
     processor.release.clear()
     for n in range(3):
         node.submit(f"item {n}".encode(), ".bin", key=f"k{n}")
-    wait_until(lambda: len(processor.seen) == 0 and node.depth == 3)
+    assert processor.in_hand.wait(10) and not processor.seen and node.depth == 3
     stopper = threading.Thread(target=node.stop, args=(10,))
     stopper.start()
     processor.release.set()
