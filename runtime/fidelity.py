@@ -12,15 +12,16 @@ import numpy as np
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Max |difference|, the reference's scale, relative L2 error and Pearson correlation."""
     ref, got = reference.astype(np.float64).ravel(), candidate.astype(np.float64).ravel()
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    norm = float(np.linalg.norm(ref))
-    pearson = float(np.corrcoef(ref, got)[0, 1]) if ref.size > 1 and ref.std() > 0 and got.std() > 0 else float(np.array_equal(ref, got))
-    return {
-        "max_abs_diff": float(np.abs(ref - got).max()) if ref.size else 0.0,
-        "scale": scale,
-        "relative_l2": float(np.linalg.norm(ref - got) / norm) if norm > 0 else 0.0,
-        "pearson": pearson,
-    }
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf maps (overflowing rules) are judged, not warned about
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        norm = float(np.linalg.norm(ref))
+        pearson = float(np.corrcoef(ref, got)[0, 1]) if ref.size > 1 and ref.std() > 0 and got.std() > 0 else float(np.array_equal(ref, got))
+        return {
+            "max_abs_diff": float(np.abs(ref - got).max()) if ref.size else 0.0,
+            "scale": scale,
+            "relative_l2": float(np.linalg.norm(ref - got) / norm) if norm > 0 else 0.0,
+            "pearson": pearson,
+        }
 
 
 def comparable_maps(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> np.ndarray | None:
