@@ -1,6 +1,7 @@
 # chexplain: `make export` exports the default model with its explanations, builds a TensorRT
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
-# `make engine` builds the engine only; `make test` runs the test suite; `make demo-model`
+# `make engine` builds the engine only; `make test` runs the test suite (installing dcmtk and Chromium
+# where they are missing); `make lint` checks the code with ruff; `make demo-model`
 # retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
 # evaluates its explanations on held-out phantoms (README "The study's claim"). All create and reuse
 # the virtual environment .venv (on a Jetson: VENV_FLAGS=--system-site-packages, so JetPack's
@@ -30,7 +31,7 @@ STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-fl
 STUDY_EVALUATION ?= --limit 60 --steps 5
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
-.PHONY: export engine test install dev clean check-jetson-wheels demo-model demo-study
+.PHONY: export engine test lint system-packages install dev clean check-jetson-wheels demo-model demo-study
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
@@ -40,8 +41,15 @@ export: $(VENV)/.installed
 engine: $(VENV)/.installed
 	$(BIN)/chexplain build-engine $(MODEL_ONNX) --precision $(PRECISION)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+# dcmtk and Chromium for the DICOM node's and the reports' tests (apt-get, where missing).
+system-packages:
+	bash .ci/system-packages
 
 demo-model: $(VENV)/.installed
 	$(BIN)/chexplain phantoms --out $(DEMO_DIR)/phantoms $(DEMO_PHANTOMS) --overwrite

@@ -2,7 +2,7 @@
 
 from .cam import VARIANTS
 from .composites import COMPOSITES, Composite, make_composite
-from .explainer import Explainer, GradCAM, LRP
+from .explainer import LRP, Explainer, GradCAM
 from .graph import UnsupportedOperator, trace
 
 __all__ = ["COMPOSITES", "VARIANTS", "Composite", "Explainer", "GradCAM", "LRP", "UnsupportedOperator", "make_composite", "trace"]

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..grammar import DEFAULT_EPSILON
 from .graph import OpNode
 from .lrp import DEFAULT_STABILIZER, AlphaBeta, Epsilon, Flat, Gamma, LayerRule, NormPool, NormSum, ZBox, ZPlus
 from .rules import Pass, Rule, gradient_rule
-
-DEFAULT_EPSILON = 1.0  # the study's epsilon; also keeps deep networks far from float32 overflow
 
 
 @dataclass

@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER
 from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
-from .composites import DEFAULT_EPSILON, Composite, make_composite
+from .composites import Composite, make_composite
 from .graph import STRUCTURAL_KINDS, OpNode, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
 from .rules import gradient_rule
-
-DEFAULT_LAYER = "features.norm5"
 
 
 @dataclass(frozen=True)

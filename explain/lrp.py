@@ -63,7 +63,7 @@ class LayerRule:
     stabilizer: float = DEFAULT_STABILIZER
     bounds: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def build(self, op: OpNode) -> "LayerRelevance":
+    def build(self, op: OpNode) -> LayerRelevance:
         return LayerRelevance(self, op.module)
 
 

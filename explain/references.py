@@ -14,18 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-REFERENCE_HINT = "pip install zennit grad-cam (or 'chexplain[dev]')"
-
-
-def _require(module: str) -> Any:
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError:
-        raise ImportError(f"the reference implementation {module} is not installed: {REFERENCE_HINT}") from None
+from ..optional import require
 
 
 def _cam_class(variant: str) -> Any:
-    cams = _require("pytorch_grad_cam")
+    cams = require("pytorch_grad_cam")
     classes = {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
                "layercam": cams.LayerCAM}
     if variant not in classes:
@@ -36,7 +29,7 @@ def _cam_class(variant: str) -> Any:
 def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
                      classes: Sequence[int]) -> np.ndarray:
     """pytorch-grad-cam's maps [B, K, H, W] for each class, one call per class (min-max scaled as it returns them)."""
-    targets = _require("pytorch_grad_cam.utils.model_targets")
+    targets = require("pytorch_grad_cam.utils.model_targets")
     with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
         return np.stack([cam(input_tensor=x, targets=[targets.ClassifierOutputTarget(c)]) for c in classes], 1)
 
@@ -44,7 +37,7 @@ def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.
 def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
                              classes: Sequence[int]) -> np.ndarray:
     """K classes of one image in one call: the image repeated K times, one target each."""
-    targets = _require("pytorch_grad_cam.utils.model_targets")
+    targets = require("pytorch_grad_cam.utils.model_targets")
     with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=x.expand(len(classes), -1, -1, -1),
                    targets=[targets.ClassifierOutputTarget(c) for c in classes])
@@ -53,9 +46,9 @@ def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x
 def zennit_composite(name: str, epsilon: float = 1.0,
                      bounds: tuple[Sequence[float], Sequence[float]] | None = None, dtype: torch.dtype = torch.float32):
     """The Zennit composite configured with the rules chexplain's composite ``name`` assigns."""
-    composites = _require("zennit.composites")
-    rules = _require("zennit.rules")
-    types = _require("zennit.types")
+    composites = require("zennit.composites")
+    rules = require("zennit.rules")
+    types = require("zennit.types")
     box = None
     if bounds is not None:
         box = rules.ZBox(*(torch.tensor(b, dtype=dtype).reshape(1, -1, 1, 1) for b in bounds))
@@ -82,7 +75,7 @@ def zennit_composite(name: str, epsilon: float = 1.0,
 def zennit_lrp(model: nn.Module, composite: Any, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """Zennit's input relevance [B, K, H, W] (summed over channels), one attribution per class,
     each seeded with the class's logit."""
-    attribution = _require("zennit.attribution")
+    attribution = require("zennit.attribution")
     maps = []
     with attribution.Gradient(model=model, composite=composite) as attributor:
         for c in classes:

@@ -11,7 +11,6 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
-    "DEFAULT_OPSET": ".onnx_export",
     "Classifier": ".onnx_export",
     "export_onnx": ".onnx_export",
     "operator_counts": ".onnx_export",

@@ -2,71 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..explain import COMPOSITES, VARIANTS, Explainer, GradCAM, LRP
-from ..explain.composites import DEFAULT_EPSILON
-from ..explain.explainer import DEFAULT_LAYER
+from ..explain import LRP, Explainer, GradCAM
+from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER, ClassSelection, parse_methods
 from ..models.manifest import Manifest
 
 GRADIENT_OUTPUTS = ("target_activations", "target_gradients")
 
 
-@dataclass(frozen=True)
-class ClassSelection:
-    """Which K classes the graph explains: ``all``, ``topk:N``, ``input`` (a ``targets`` input) or a fixed list."""
-
-    mode: str  # all | topk | input | fixed
-    k: int | None = None
-    fixed: tuple[int, ...] = ()
-
-    @property
-    def spec(self) -> str:
-        return {"all": "all", "input": "input", "topk": f"topk:{self.k}"}.get(self.mode, "fixed")
-
-
-def parse_classes(spec: str, classes: tuple[str, ...]) -> ClassSelection:
-    spec = spec.strip()
-    if spec == "all":
-        return ClassSelection("all", len(classes))
-    if spec == "input":
-        return ClassSelection("input")
-    if spec.startswith("topk:"):
-        try:
-            k = int(spec[5:])
-        except ValueError:
-            k = 0
-        if not 1 <= k <= len(classes):
-            raise ValueError(f"--classes {spec}: k must be a whole number from 1 to {len(classes)}")
-        return ClassSelection("topk", k)
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in classes]
-    if unknown or not names:
-        raise ValueError(f"--classes {spec!r}: expected all, topk:N, input or class names from: {', '.join(classes)}")
-    return ClassSelection("fixed", len(names), tuple(classes.index(n) for n in names))
-
-
-def parse_methods(spec: str, layer: str = DEFAULT_LAYER, epsilon: float = DEFAULT_EPSILON,
+def build_methods(spec: str, layer: str = DEFAULT_LAYER, epsilon: float = DEFAULT_EPSILON,
                   bounds: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> list[GradCAM | LRP]:
-    """``gradcam,gradcam++,lrp:epsilon,lrp:alpha2beta1`` -> methods; ``none`` -> []."""
-    methods: list[GradCAM | LRP] = []
-    for item in (i.strip() for i in spec.split(",")):
-        if not item or item == "none":
-            continue
-        if item == "lrp" or item.startswith("lrp:"):
-            composite = item[4:] or "epsilon"
-            if composite not in COMPOSITES:
-                raise ValueError(f"unknown LRP composite {composite!r}; known: {', '.join(COMPOSITES)}")
-            methods.append(LRP(composite, epsilon=epsilon, bounds=bounds))
-        elif item in VARIANTS:
-            methods.append(GradCAM(layer, item))
-        else:
-            raise ValueError(f"unknown method {item!r}; known: {', '.join(VARIANTS)}, lrp:<{'|'.join(COMPOSITES)}>")
-    return methods
+    """``gradcam,gradcam++,lrp:epsilon,lrp:alpha2beta1`` -> the explainer's methods; ``none`` -> []."""
+    return [LRP(m.name, epsilon=epsilon, bounds=bounds) if m.family == "lrp" else GradCAM(layer, m.name)
+            for m in parse_methods(spec)]
 
 
 def input_bounds(manifest: Manifest) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -13,11 +13,11 @@ import onnx
 import torch
 from torch import nn
 
+from ..grammar import DEFAULT_OPSET
 from ..models.manifest import Manifest
 from .metadata import write_manifest
 
 # TensorRT 10.3 (JetPack 6) parses opsets 9 to 20.
-DEFAULT_OPSET = 20
 MAX_BATCH = 256
 
 
@@ -73,7 +73,7 @@ def export_onnx(
         args += (torch.arange(3).remainder(num_classes).expand(2, -1).contiguous(),)
         dynamic_shapes["targets"] = {0: batch, 1: torch.export.Dim("classes", min=1, max=num_classes)}
     start = time.perf_counter()
-    with warnings.catch_warnings(), _quiet_exporter():
+    with warnings.catch_warnings(), QuietExporter():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
@@ -97,7 +97,7 @@ def export_onnx(
     return ExportedGraph(path=path, seconds=seconds)
 
 
-class _quiet_exporter:
+class QuietExporter:
     """Silence the exporter's progress chatter; chexplain reports what matters."""
 
     def __enter__(self) -> None:

@@ -23,9 +23,9 @@ from torch import nn
 
 from ..models.manifest import Manifest
 from ..runtime.backends import OnnxRuntimeBackend
-from ..runtime.fidelity import agreement, comparable_maps, map_pearsons
-from ..runtime.preprocess import preprocess
-from ..runtime.reader import read_radiograph
+from ..runtime.evaluation.fidelity import agreement, comparable_maps, map_pearsons
+from ..runtime.inputs.preprocess import preprocess
+from ..runtime.inputs.reader import read_radiograph
 
 FP32_TOLERANCE = 1e-5
 LRP_MIN_PEARSON = 0.9995
@@ -107,9 +107,10 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
         if reduced and name == "targets":
             worst["agreement"] = float(np.mean(ref == runs[0][name]))
         criterion, passed = (judge_reduced if reduced else judge)(name, worst)
-        if not np.isfinite(ref).all():  # nothing to match: the rules themselves overflow on this model
+        overflow = not np.isfinite(ref).all()  # nothing to match: the rules themselves overflow on this model
+        if overflow:
             criterion, passed = "PyTorch's own output is finite", False
-        outputs[name] = {**worst, "criterion": criterion, "passed": passed}
+        outputs[name] = {**worst, "criterion": criterion, "passed": passed, "reference_overflow": overflow}
     return {
         "precision": manifest.precision,
         "backend": backend.describe(),
@@ -118,4 +119,6 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
         "outputs": outputs,
         "max_abs_diff_probabilities": outputs["probabilities"]["max_abs_diff"],
         "passed": all(o["passed"] for o in outputs.values()),
+        "failed": [name for name, o in outputs.items() if not o["passed"]],
+        "reference_overflow": [name for name, o in outputs.items() if o["reference_overflow"]],
     }

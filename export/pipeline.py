@@ -12,19 +12,25 @@ import onnx
 import torch
 
 from .. import __version__
+from ..explain import Explainer
+from ..grammar import (
+    DEFAULT_CLASSES,
+    DEFAULT_EPSILON,
+    DEFAULT_EXPLAIN,
+    DEFAULT_LAYER,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    parse_classes,
+)
 from ..models.manifest import sha256_of
 from ..models.zoo import load_model
-from ..explain import Explainer
-from ..explain.composites import DEFAULT_EPSILON
-from ..explain.explainer import DEFAULT_LAYER
-from .explained import ExplainedGraph, explanation_settings, input_bounds, parse_classes, parse_methods
-from .onnx_export import DEFAULT_OPSET, Classifier, export_onnx, operator_counts
+from .explained import ExplainedGraph, build_methods, explanation_settings, input_bounds
+from .onnx_export import Classifier, export_onnx, operator_counts
 from .parity import check_parity
-from .precision import PRECISIONS, write_precision
+from .precision import write_precision
 
 REPORT_NAME = "export_report.json"
-DEFAULT_EXPLAIN = "gradcam,lrp:epsilon"
-DEFAULT_CLASSES = "topk:3"
 
 
 def export_model(
@@ -40,7 +46,7 @@ def export_model(
     epsilon: float = DEFAULT_EPSILON,
     expose_gradients: bool = False,
     merge_batchnorm: bool = False,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export a model by name or checkpoint path, with the explanations ``explain`` names
@@ -50,7 +56,7 @@ def export_model(
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     network, manifest = load_model(model, **(checkpoint_options or {}))
     manifest.name = (checkpoint_options or {}).get("name") or manifest.name
-    methods = parse_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
+    methods = build_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
     out_dir = out_root / manifest.name
     onnx_path = out_dir / "model.onnx"
     log(f"exporting {manifest.name} ({manifest.architecture}, {len(manifest.classes)} classes) to {onnx_path}")

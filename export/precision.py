@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..grammar import PRECISIONS
 from .metadata import manifest_of, write_manifest
 
-PRECISIONS = ("fp32", "fp16", "mixed")
 FORWARD_OUTPUTS = ("probabilities", "logits")
 FP16_MAX = float(np.finfo(np.float16).max)
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..grammar import DEFAULT_WORKSPACE_GB, PRECISIONS
 from ..models.manifest import Manifest, sha256_of
-from ..runtime.cuda import GpuInfo, gpu_info
-from ..runtime.engines import engine_filename, gpu_slug, write_sidecar
-from ..runtime.tensorrt_backend import import_tensorrt as tensorrt_module
+from ..runtime.backends.cuda import GpuInfo, gpu_info
+from ..runtime.backends.sidecars import engine_filename, gpu_slug, write_sidecar
+from ..runtime.backends.tensorrt_runner import import_tensorrt
 from .metadata import read_manifest
-from .precision import PRECISIONS, write_precision
-
-DEFAULT_WORKSPACE_GB = 4.0
+from .precision import write_precision
 
 
 class EngineBuildError(RuntimeError):
@@ -52,7 +51,7 @@ class BatchRange:
     maximum: int
 
     @classmethod
-    def parse(cls, text: str) -> "BatchRange":
+    def parse(cls, text: str) -> BatchRange:
         """``MIN:OPT:MAX`` (trtexec's order) or ``N`` for a fixed batch."""
         parts = text.split(":")
         try:
@@ -171,19 +170,12 @@ def pin_fp32_layers(network: Any, trt: Any) -> int:
     return pinned
 
 
-def import_tensorrt() -> Any:
-    try:
-        return tensorrt_module()
-    except ImportError as error:
-        raise TensorRTUnavailableError(str(error)) from None
-
-
 def tensorrt_available() -> tuple[bool, str]:
     """Whether an engine can be built here, and if not, why."""
     try:
         trt = import_tensorrt()
         gpu = gpu_info()
-    except (TensorRTUnavailableError, RuntimeError) as error:
+    except (ImportError, RuntimeError) as error:
         return False, str(error)
     return True, f"TensorRT {trt.__version__} on {gpu.name}"
 
@@ -194,6 +186,7 @@ class EngineBuild:
     sidecar: Path
     seconds: float
     plan: BuildPlan
+    manifest: Manifest
 
 
 def build_engine(
@@ -210,7 +203,10 @@ def build_engine(
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineBuildError(f"{onnx_path}: no such ONNX graph; run `chexplain export` first")
-    trt = import_tensorrt()
+    try:
+        trt = import_tensorrt()
+    except ImportError as error:
+        raise TensorRTUnavailableError(str(error)) from None
     try:
         gpu = gpu_info()
     except RuntimeError as error:
@@ -266,7 +262,7 @@ def build_engine(
         cache_path=cache_path, seconds=seconds,
     ))
     log(f"  engine {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB) in {seconds:.0f} s; sidecar {sidecar.name}")
-    return EngineBuild(engine_path, sidecar, seconds, plan)
+    return EngineBuild(engine_path, sidecar, seconds, plan, manifest)
 
 
 def _tensors(network: Any, count: int, get: Callable[[int], Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 
 from ..models.manifest import MANIFEST_KEY
-from ..runtime.engines import EngineInfo
+from ..runtime.backends.sidecars import EngineInfo
 from .metadata import manifest_of
 
 DEFAULT_MAX_BATCH = 8

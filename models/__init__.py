@@ -9,7 +9,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .manifest import CHEXPERT_CLASSES, DEFAULT_MODEL, Manifest, Preprocessing, Weights
+from ..grammar import DEFAULT_MODEL
+from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
 
 _LAZY = {
     "DenseNet": ".densenet",

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ..grammar import CHECKPOINT_KINDS
 from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
 from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 
 CHECKPOINT_FORMAT = "chexplain-checkpoint"
-KINDS = ("auto", "chexplain", "torchvision", "torchxrayvision", "chexnet")
 
 # TorchXRayVision's 18 output slots, in its order.
 XRV_SLOTS: tuple[str, ...] = (
@@ -187,8 +187,8 @@ def load_checkpoint(
     or without the ``densenet121-res224-`` prefix) so only its trained slots are used.
     """
     path = Path(path)
-    if kind not in KINDS:
-        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind not in CHECKPOINT_KINDS:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {', '.join(CHECKPOINT_KINDS)}")
     raw = _read(path, trust_pickle)
     state = _state_dict_of(raw, path)
     kind = _detect_kind(raw, state) if kind == "auto" else kind

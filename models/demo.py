@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..grammar import DEFAULT_MODEL
 from .checkpoints import load_checkpoint, save_checkpoint
-from .manifest import DEFAULT_MODEL, Weights
+from .manifest import Weights
 from .zoo import WEIGHTS_DIR
 
 DESCRIPTION = (

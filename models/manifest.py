@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_KEY = "chexplain.manifest"
-DEFAULT_MODEL = "densenet121-chexpert"
 FORMAT_VERSION = 1
 
 CHEXPERT_CLASSES: tuple[str, ...] = (
@@ -138,7 +137,7 @@ class Manifest:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         data = dict(data)
         version = data.get("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
@@ -150,7 +149,7 @@ class Manifest:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str) -> Manifest:
         return cls.from_dict(json.loads(text))
 
 

@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..runtime.preprocess import preprocess
-from ..runtime.reader import read_radiograph
+from ..runtime.inputs.preprocess import preprocess
+from ..runtime.inputs.reader import read_radiograph
 from .checkpoints import load_checkpoint, save_checkpoint
 from .chexpert_csv import LabelTable, read_labels
 from .densenet import build_densenet

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
+from ..grammar import DEFAULT_MODEL
 from .checkpoints import load_checkpoint
 from .densenet import DenseNet, build_densenet
-from .manifest import CHEXPERT_CLASSES, DEFAULT_MODEL, Manifest, Weights
+from .manifest import CHEXPERT_CLASSES, Manifest, Weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SEED = 0

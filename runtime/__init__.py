@@ -2,9 +2,9 @@
 
 from .backends import Backend, OnnxRuntimeBackend, open_backend, resolve_model
 from .errors import InputError, ModelNotFoundError
-from .predict import Prediction, Predictor
-from .preprocess import Geometry, preprocess
-from .reader import Radiograph, expand_inputs, read_radiograph
+from .inputs.preprocess import Geometry, preprocess
+from .inputs.reader import Radiograph, expand_inputs, read_radiograph
+from .results.prediction import Prediction, Predictor
 
 __all__ = [
     "Backend",

@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).parent / "data"
-IMAGES = DATA / "images"
-DICOMS = DATA / "dicom"
-RG1_J2K_MONOCHROME1 = DICOMS / "RG1_J2KI.dcm"
-RG2_HIP = DICOMS / "RG2_JPLL.dcm"
-SIIM = DICOMS / "siim_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-SIIM_FLIPPED = DICOMS / "txv_Fake_MONOHR1.dcm"
+from helpers import IMAGES, SIIM
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ chexplain.__path__.append(str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from chexplain.explain import Explainer, GradCAM, LRP  # noqa: E402
+from chexplain.explain import LRP, Explainer, GradCAM  # noqa: E402
 from chexplain.explain.composites import COMPOSITES  # noqa: E402
 from chexplain.models.zoo import load_model  # noqa: E402
 
@@ -214,7 +214,7 @@ def tensorrt_check(iterations: int, workdir: Path) -> bool:
     from chexplain.export.pipeline import export_model
     from chexplain.export.tensorrt_build import BatchRange, build_engine
     from chexplain.runtime.backends import OnnxRuntimeBackend
-    from chexplain.runtime.tensorrt_backend import TensorRTBackend
+    from chexplain.runtime.backends.tensorrt_runner import TensorRTBackend
 
     images = sorted((ROOT / "tests" / "data" / "images").glob("*.png"))[:2]
     report = export_model("densenet121-chexpert", workdir, images, log=print)
@@ -232,7 +232,7 @@ def tensorrt_check(iterations: int, workdir: Path) -> bool:
             cams = [pearson(reference["gradcam"][b, k], result["gradcam"][b, k]) for b, k in zip(*np.nonzero(same))]
             lrps = [pearson(reference["lrp"][b, k], result["lrp"][b, k]) for b, k in zip(*np.nonzero(same))]
             one = x[:1]
-            latency = wall_median_ms(lambda: backend.run(one), 10, iterations)
+            latency = wall_median_ms(lambda backend=backend, one=one: backend.run(one), 10, iterations)
             if precision == "fp32":
                 verdict = np.allclose(result["probabilities"], reference["probabilities"], atol=FP32_ATOL, rtol=FP32_RTOL)
             else:

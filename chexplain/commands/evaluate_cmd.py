@@ -1,0 +1,101 @@
+"""`chexplain evaluate`: the explanations against ground truth, and the classifier's AUROC."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..grammar import requested_methods
+from . import console, options
+
+
+@click.command()
+@options.model("Exported graph with a targets input (chexplain export --classes input): name, folder or .onnx.")
+@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A phantom dataset (CSV + masks/), e.g. from chexplain phantoms.")
+@click.option("--csv", "csv_name", default="valid.csv", show_default=True, help="Which CSV of --data.")
+@click.option("--boxes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Or NIH-style bounding boxes (Image Index, Finding Label, x, y, w, h) for the images in --images.")
+@click.option("--images", "image_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of the radiographs --boxes names.")
+@options.methods("Methods to evaluate, repeatable or comma-separated; 'all' adds the CAM variants computed from "
+                 "exposed gradients [default: every method in the graph].", names=("--method", "--methods", "methods"))
+@click.option("--classes", "class_choice", type=click.Choice(["positive", "all"]), default="positive", show_default=True,
+              help="Explain each radiograph's findings (positive), or every class: those without ground truth there "
+                   "get the metrics that need no region (granularity, sparseness, deletion/insertion).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Explain the first N radiographs with ground truth only (AUROC always covers the whole CSV).")
+@click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
+              help="Size of the top region (IoU, connected components) as a share of the pixels.")
+@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Deletion/insertion steps.")
+@click.option("--examples", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Example sheets (every method's map, ground truth outlined) for the first N radiographs.")
+@options.out(Path("evaluation"), "Writes evaluation.json (chexplain.evaluate/1), evaluation.md and examples/.")
+@options.backend()
+@options.threads()
+@options.verbosity
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, fraction, steps, examples, out_dir,
+             backend, threads) -> None:
+    """Measure the explanations against ground truth: pointing game, relevance mass and rank
+    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion. With
+    --data, also the classifier's AUROC per class on every radiograph of the CSV."""
+    from ..models.chexpert_csv import read_labels
+    from ..runtime.evaluation.scoring import (
+        box_cases,
+        classification_markdown,
+        markdown,
+        phantom_cases,
+        require_targets,
+    )
+    from ..runtime.maps.methods import graph_methods, select_methods
+
+    if (data_root is None) == (boxes is None) or (boxes is not None and image_dir is None):
+        raise click.UsageError("give --data (phantoms with masks) or --boxes with --images")
+    with options.open_model(model, backend, threads) as engine:
+        try:
+            chosen = select_methods(graph_methods(engine.manifest.explanations), requested_methods(methods))
+            cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
+            labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root else None
+            require_targets(engine)
+        except (ValueError, OSError) as error:
+            raise click.UsageError(str(error)) from None
+        cases = cases[:limit] if limit else cases
+        if not cases:
+            raise click.UsageError("no radiographs with ground truth for the graph's classes")
+        document = _evaluate(engine, cases, chosen, labels, fraction=fraction, steps=steps, examples=examples,
+                             sheets=out_dir / "examples", all_classes=class_choice == "all")
+    scores = document["classification"]
+    table = markdown(document["summary"])
+    if scores is not None:
+        table = (f"Classification ({scores['images']} radiographs of {data_root / csv_name})\n\n"
+                 f"{classification_markdown(scores)}\nExplanations\n\n{table}")
+        reported = {f["image"] for f in document["failures"]}
+        document["failures"] += [f for f in scores["failures"] if f["image"] not in reported]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / "evaluation.md").write_text(table)
+    click.echo(table)
+    for failure in document["failures"]:
+        console.error(f"{failure['image']}: {failure['error']}")
+    console.info(f"results: {out_dir / 'evaluation.json'}", err=True)
+    if document["failures"]:
+        sys.exit(console.EXIT_SOME_FAILED)
+
+
+def _evaluate(engine, cases, chosen, labels, **settings) -> dict:
+    """Classify every radiograph of the CSV (when there are labels), then explain the cases, with progress bars."""
+    from ..runtime.evaluation.scoring import classification, run_evaluation
+
+    console.info(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}; {len(cases)} radiographs",
+                 err=True)
+    scores = None
+    if labels is not None:
+        with click.progressbar(length=len(labels), label="classifying", file=sys.stderr, hidden=console.verbosity() < 0) as bar:
+            scores = classification(engine, labels, progress=lambda index, _: bar.update(1))
+    with click.progressbar(length=len(cases), label="explaining", file=sys.stderr, hidden=console.verbosity() < 0) as bar:
+        document = run_evaluation(engine, cases, chosen, **settings, progress=lambda index, _: bar.update(1))
+    document["classification"] = scores
+    return document

@@ -1,0 +1,102 @@
+"""`chexplain export`: a model and its explanations -> one ONNX graph, checked against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..grammar import (
+    CHECKPOINT_KINDS,
+    DEFAULT_CLASSES,
+    DEFAULT_EPSILON,
+    DEFAULT_EXPLAIN,
+    DEFAULT_LAYER,
+    DEFAULT_OPSET,
+    DEFAULT_PRECISION,
+    LRP_COMPOSITES,
+    OPSET_RANGE,
+    PRECISIONS,
+    split_list,
+)
+from ..optional import MissingDependency, require
+from . import console, options
+
+
+@click.command()
+@options.model("Model name or checkpoint file (chexplain, torchvision, TorchXRayVision or CheXNet style).")
+@options.out(None, "Output root [default: artifacts/ or $CHEXPLAIN_ARTIFACTS]; writes <out>/<model>/model.onnx.",
+             name="out_root")
+@options.images()
+@click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True,
+              help="ONNX opset (TensorRT 10.3 on JetPack 6 parses up to 20).")
+@click.option("--kind", type=click.Choice(CHECKPOINT_KINDS), default="auto", show_default=True, help="Checkpoint format.")
+@click.option("--source-classes", default=None, metavar="A,B,...",
+              help="Names of the checkpoint's outputs, in order, when they are not the 14 CheXpert classes.")
+@click.option("--xrv-weights", default="all", show_default=True,
+              help="Which TorchXRayVision weights a file holds (all, nih, pc, chex, mimic_nb, mimic_ch, rsna).")
+@click.option("--name", default=None, help="Model name for the artifacts folder [default: from the checkpoint].")
+@click.option("--trust-pickle", is_flag=True, help="Allow checkpoints that hold pickled objects (runs their code).")
+@click.option("--explain", "explain", default=DEFAULT_EXPLAIN, show_default=True, metavar="METHODS",
+              help="Explanations in the graph: gradcam, gradcam++, hirescam, layercam, guided-gradcam, "
+                   f"lrp:<composite> ({', '.join(LRP_COMPOSITES)}); comma-separated; 'none' for the classifier alone.")
+@click.option("--classes", "classes", default=DEFAULT_CLASSES, show_default=True, metavar="all|topk:N|input|A,B",
+              help="Classes explained per image: every class, the N most probable (chosen in the graph), "
+                   "a 'targets' input, or a fixed list of class names.")
+@click.option("--layer", default=DEFAULT_LAYER, show_default=True, help="Grad-CAM target layer.")
+@click.option("--epsilon", type=float, default=DEFAULT_EPSILON, show_default=True, help="Epsilon of the LRP epsilon rules.")
+@click.option("--expose-gradients", is_flag=True,
+              help="Also output the Grad-CAM layer's activations and class gradients (any CAM variant can be computed from them).")
+@click.option("--merge-batchnorm", is_flag=True,
+              help="Canonizer: fold each BatchNorm into the convolution it directly follows before applying LRP rules.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
+              help="Precision written into the graph: fp32; mixed (classifier forward in FP16, explanations in FP32: "
+                   "for TensorRT 11 and ONNX Runtime CUDA); fp16 everywhere (fast, but LRP maps do not survive it).")
+@click.option("--triton", "triton_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a Triton model repository here (<model>-onnx with config.pbtxt, dynamic batching).")
+@options.verbosity
+def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle,
+           explain, classes, layer, epsilon, expose_gradients, merge_batchnorm, precision, triton_dir) -> None:
+    """Export a model and its explanations to one ONNX graph, then check parity with PyTorch."""
+    from .. import sample_images
+
+    try:
+        require("torch", "export")
+        require("onnx", "export")
+        from ..export.pipeline import export_model
+        from ..models.checkpoints import CheckpointError
+    except MissingDependency as error:
+        raise click.UsageError(str(error)) from None
+    from ..runtime.backends import artifacts_dir
+    from ..runtime.inputs.reader import expand_inputs
+
+    images = expand_inputs([image_dir]) if image_dir else sample_images()
+    checkpoint = {"kind": kind, "xrv_weights": xrv_weights, "trust_pickle": trust_pickle, "name": name}
+    if source_classes:
+        checkpoint["source_classes"] = split_list(source_classes)
+    try:
+        with console.heartbeat("exporting"):
+            report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=checkpoint,
+                                  explain=explain, classes=classes, layer=layer, epsilon=epsilon,
+                                  expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm,
+                                  precision=precision, log=console.info)
+    except (CheckpointError, ValueError) as error:
+        console.fail(str(error))
+    if triton_dir:
+        from ..export.triton import add_onnx_model
+
+        folder = add_onnx_model(triton_dir, Path(report["onnx"]["path"]), report["model"])
+        console.info(f"  Triton model {folder} (build the TensorRT model on the server: "
+                     f"chexplain build-engine ... --triton {triton_dir})")
+    parity = report["parity"]
+    if parity["passed"]:
+        return
+    failed = ", ".join(parity["failed"])
+    if precision != "fp32":
+        console.fail(f"the {precision} graph's {failed} fall below the precision plan's criteria (see the report); "
+                     f"the graph was written, but --precision mixed keeps the heatmaps faithful")
+    if parity["reference_overflow"]:
+        console.error(f"PyTorch's own {', '.join(parity['reference_overflow'])} holds NaN or inf on these radiographs: "
+                      f"the rules overflow on this model (e.g. lrp:z divides by pre-activations near zero); "
+                      f"choose another composite, e.g. lrp:epsilon")
+    console.fail(f"the exported graph does not match PyTorch within tolerance ({failed}); see the report")

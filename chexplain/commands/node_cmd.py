@@ -1,0 +1,146 @@
+"""`chexplain serve` (DICOM Storage SCP) and `chexplain watch` (hot folder): the node's commands.
+
+Settings come from ``--config node.toml`` (runtime/node/config.py documents every key), then
+from flags, which win. Both log one JSON object per line on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..grammar import DEFAULT_MODEL
+from ..optional import hint, missing
+from . import console, options
+
+
+def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    shared = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Node settings (TOML); flags override them."),
+        click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder for the inbox, outbox (results) and quarantine [default: node-spool]."),
+        options.model(f"{options.EXPORTED_MODEL_HELP} [default: {DEFAULT_MODEL}]", default=None),
+        options.backend(None, "Inference backend [default: auto]."),
+        options.threads(),
+        options.methods("Methods to render, as for explain; repeatable [default: every method in the graph]."),
+        options.classes("Classes to explain, as for explain [default: the graph's own choice]."),
+        click.option("--max-queue", type=click.IntRange(min=1), default=None,
+                     help="Items received but not yet explained before new ones are refused [default: 32]."),
+        click.option("--sr/--no-sr", "structured_report", default=None,
+                     help="Also write a Basic Text SR with the findings for DICOM inputs [default: no]."),
+        click.option("--max-size", type=click.IntRange(min=64), default=None,
+                     help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
+        click.option("--forward", "forward_to", default=None, metavar="AE@HOST:PORT",
+                     help="Send the DICOM results to this AE (C-STORE), retrying with back-off."),
+        click.option("--retry-initial", "retry_initial_s", type=click.FloatRange(min=0.1), default=None,
+                     help="First delay in seconds before sending again after a failure [default: 5]; it doubles."),
+        click.option("--retry-max", "retry_max_s", type=click.FloatRange(min=0.1), default=None,
+                     help="Longest delay between tries in seconds [default: 300]."),
+        click.option("--opacity", type=click.FloatRange(0, 1), default=None, help="Heatmap opacity [default: 0.6]."),
+        click.option("--health-interval", "health_interval_s", type=click.FloatRange(min=0.1), default=None,
+                     help="Seconds between health lines [default: 60]."),
+        click.option("--allow-any-view", is_flag=True, default=None, help="Also explain non-chest and lateral DICOMs."),
+        options.verbosity,
+    ]
+    for option in reversed(shared):
+        command = option(command)
+    return command
+
+
+def _require(modules: tuple[str, ...], command: str) -> None:
+    """Exit with one line naming the extra to install when a module the command needs is missing."""
+    if sys.version_info < (3, 11):
+        modules += ("tomli",)
+    absent = missing(modules)
+    if absent:
+        console.fail(f"{command} needs {', '.join(absent)}: {hint('pynetdicom')}", console.EXIT_USAGE)
+
+
+def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str, ...] = (), **flags: Any) -> Any:
+    """The config file's settings, overridden by the flags given, checked."""
+    from dataclasses import replace
+
+    from ..grammar import requested_methods
+    from ..runtime.node.config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
+
+    try:
+        config = load_config(config_file) if config_file else NodeConfig()
+        forward_to = flags.pop("forward_to", None)
+        retry = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
+        if forward_to:
+            flags["forward"] = Destination.parse(forward_to)
+        forward = flags.get("forward") or config.forward
+        if retry and forward is None:
+            raise ConfigError("--retry-initial and --retry-max need a destination (--forward or [forward])")
+        if retry:
+            flags["forward"] = replace(forward, **retry)
+        flags["methods"] = tuple(requested_methods(flags["methods"])) or None
+        flags["callers"] = config.callers + tuple(Caller.parse(text) for text in allow_callers) or None
+        return with_overrides(config, **flags).check(listening)
+    except ConfigError as error:
+        console.fail(str(error), console.EXIT_USAGE)
+
+
+def _run(config: Any, **service: Any) -> None:
+    from ..runtime.errors import ModelNotFoundError
+    from ..runtime.node.events import EventLog
+    from ..runtime.node.service import build_processor, run_service
+
+    log = EventLog()
+    try:
+        processor = build_processor(config, lambda message: log("note", message=message))
+    except (ModelNotFoundError, ImportError, ValueError) as error:
+        console.fail(str(error), console.EXIT_USAGE)
+    try:
+        run_service(config, processor, log, **service)
+    except OSError as error:  # the port is taken, the spool cannot be written
+        console.fail(str(error))
+
+
+@click.command()
+@_shared_options
+@click.option("--ae-title", default=None, help="Our AE title, which callers must call [default: CHEXPLAIN].")
+@click.option("--host", default=None, help="Address to listen on [default: 0.0.0.0].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on [default: 11112].")
+@click.option("--allow-caller", "allow_callers", multiple=True, metavar="AE[@IP,...]",
+              help="A calling AE title allowed to send (optionally only from these addresses); repeatable, "
+                   "added to the config's [[callers]].")
+@click.option("--allow-any-caller", is_flag=True, default=None, help="Accept associations from any calling AE title.")
+def serve(config_file, allow_callers, **flags) -> None:
+    """Receive radiographs over DICOM (C-STORE) and explain each one.
+
+    A Storage SCP for CR and DX images that keeps each instance durably before answering,
+    explains it with the exported model and writes, per instance, result.json, PNG overlays
+    and a Secondary Capture per explained class and method (optionally a Basic Text SR) to
+    the spool's outbox, forwarding the DICOM objects when --forward is given. Stops cleanly
+    on SIGTERM; what was received and not yet explained is explained after the next start.
+    """
+    _require(("pydicom", "pynetdicom"), "serve")
+    config = _config(config_file, True, allow_callers, **flags)
+    _run(config, listen=True)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_shared_options
+@click.option("--done", "done_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where taken files are moved once stored in the spool [default: FOLDER/done].")
+@click.option("--settle", "settle_s", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds a file's size must stay unchanged before it is taken.")
+def watch(folder, config_file, done_dir, settle_s, **flags) -> None:
+    """Explain radiographs (PNG, JPEG, DICOM) dropped into FOLDER, as `serve` does received ones.
+
+    Files are taken once their size has been stable for --settle seconds; names starting with
+    '.' or ending in .part/.tmp/.partial are left alone until renamed. Results go to the
+    spool's outbox (DICOM inputs also get Secondary Captures); taken files move to --done.
+    """
+    _require((), "watch")
+    config = _config(config_file, False, **flags)
+    if config.forward is not None:
+        _require(("pydicom", "pynetdicom"), "forwarding")
+    _run(config, listen=False, watch_folder=folder, done_dir=done_dir, settle_s=settle_s)

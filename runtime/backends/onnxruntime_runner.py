@@ -1,0 +1,60 @@
+"""The ONNX Runtime runner: the exported graph on the best execution provider that loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...models.manifest import MANIFEST_KEY, Manifest
+from ...optional import require
+from .base import Backend
+
+# Best first. ONNX Runtime silently drops a provider whose libraries are missing.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def onnxruntime() -> Any:
+    return require("onnxruntime")
+
+
+def onnxruntime_providers() -> list[str]:
+    """The execution providers this ONNX Runtime build offers, best first."""
+    available = onnxruntime().get_available_providers()
+    return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs the exported graph with ONNX Runtime on the best provider it can load."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+        ort = onnxruntime()
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = providers or onnxruntime_providers()
+        self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        self.providers: list[str] = self.session.get_providers()
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if MANIFEST_KEY not in metadata:
+            raise ValueError(f"{self.path}: no chexplain manifest in the ONNX metadata; export it with `chexplain export`")
+        self.manifest = Manifest.from_json(metadata[MANIFEST_KEY])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def describe(self) -> str:
+        return f"onnxruntime {onnxruntime().__version__} ({self.providers[0]})"
+
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        if self.session is None:
+            raise RuntimeError(f"{self.path}: the runner is closed")
+        feeds = {"image": np.ascontiguousarray(image, np.float32), **inputs}
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+    def close(self) -> None:
+        self.session = None

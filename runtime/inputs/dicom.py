@@ -1,0 +1,146 @@
+"""Reading CR/DX radiographs from DICOM: modality LUT, VOI LUT or window, MONOCHROME1.
+
+pydicom is imported on first use, so PNG/JPEG users need not install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...optional import require
+from ..errors import InputError
+from .bitmap import check_size, to_unit_gray
+
+RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
+CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
+
+
+def import_pydicom() -> Any:
+    return require("pydicom", "reading DICOM")
+
+
+def _first(value: Any) -> float:
+    """The first value of a possibly multi-valued numeric attribute."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """DICOM VOI windowing (PS3.3 C.11.2.1.2) to [0, 1]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        low, span = center - width / 2, width
+    else:
+        width = max(width, 1.0)
+        low, span = center - 0.5 - (width - 1) / 2, width - 1
+    return np.clip((values - low) / span, 0.0, 1.0)
+
+
+def _to_unit_range(path: Path, ds: Any, pixels: np.ndarray) -> np.ndarray:
+    """Modality LUT, then VOI LUT or window (else the image's own range), to [0, 1]."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    if "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        out_bits = int(item.LUTDescriptor[2])
+        return np.clip(apply_voi_lut(values, ds, index=0, prefer_lut=True) / ((1 << out_bits) - 1), 0, 1).astype(np.float32)
+    if "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) > 0:
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        return window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function).astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        raise InputError(path, "the image is blank (every pixel has the same value)")
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def _pixel_spacing(ds: Any) -> list[float] | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            return [float(v) for v in value]
+    return None
+
+
+def describe(ds: Any) -> dict[str, Any]:
+    """The identity and geometry of an instance, without patient data."""
+    meta = getattr(ds, "file_meta", None)
+    return {
+        "format": "dicom",
+        "width": int(ds.get("Columns", 0)),
+        "height": int(ds.get("Rows", 0)),
+        "bits": int(ds.get("BitsStored", 0)),
+        "modality": str(ds.get("Modality", "")),
+        "body_part": str(ds.get("BodyPartExamined", "")),
+        "view_position": str(ds.get("ViewPosition", "")),
+        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
+        "transfer_syntax": str(meta.get("TransferSyntaxUID", "")) if meta is not None else "",
+        "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+        "study_instance_uid": str(ds.get("StudyInstanceUID", "")),
+        "series_instance_uid": str(ds.get("SeriesInstanceUID", "")),
+        "pixel_spacing_mm": _pixel_spacing(ds),
+    }
+
+
+def check_radiograph(path: Path, info: dict[str, Any], allow_any_view: bool) -> None:
+    """Refuse what the chest model was not made for, unless the user insists."""
+    modality = info["modality"].upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        raise InputError(path, f"modality {modality} is not a radiograph (CR or DX expected)")
+    if allow_any_view:
+        return
+    body_part = info["body_part"].upper()
+    if body_part and body_part not in CHEST_BODY_PARTS:
+        raise InputError(path, f"BodyPartExamined is {body_part}, not CHEST (use --allow-any-view to explain it anyway)")
+    if info["view_position"].upper() in LATERAL_VIEWS:
+        raise InputError(
+            path, f"lateral view ({info['view_position']}); the model reads frontal radiographs (use --allow-any-view)"
+        )
+
+
+def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, dict[str, Any], Any]:
+    """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense), a description, and
+    its dataset without the pixel data (for objects derived from it)."""
+    pydicom = import_pydicom()
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as error:
+        raise InputError(path, f"not a readable DICOM file ({error})") from None
+    if "PixelData" not in ds:
+        raise InputError(path, "DICOM without pixel data")
+    info = describe(ds)
+    check_size(path, info["width"], info["height"])
+    check_radiograph(path, info, allow_any_view)
+    try:
+        pixels = ds.pixel_array
+    except Exception as error:
+        syntax = info["transfer_syntax"]
+        name = getattr(pydicom.uid.UID(syntax), "name", syntax) if syntax else "unknown"
+        raise InputError(
+            path, f"cannot decode {name} ({syntax}): {str(error).splitlines()[0]} "
+            "(install the decoders: pip install 'chexplain[dicom]')"
+        ) from None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[0]
+        info["warning"] = f"{frames} frames; the first was used"
+    photometric = info["photometric_interpretation"].upper()
+    if pixels.ndim == 3:  # colour: gray it out, then treat as an 8/16-bit bitmap
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        unit = to_unit_gray(np.ascontiguousarray(pixels[..., ::-1]))
+    else:
+        unit = _to_unit_range(path, ds, pixels)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+    del ds.PixelData
+    return unit, info, ds

@@ -1,0 +1,44 @@
+"""The one map pipeline: graph outputs -> each class's map per method -> the original pixel
+grid -> colour. `explain`, the DICOM node, `bench` and `evaluate` all render through it, so
+what a report shows, what the node sends and what the benchmark times are the same maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..inputs.preprocess import Geometry
+from .colour import overlay
+from .methods import GraphMethod
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """One method's map for one explained class of one image."""
+
+    rank: int  # 1-based position among the image's explained classes
+    target: int  # class index
+    method: GraphMethod
+    native: np.ndarray  # at the method's own resolution (a CAM's layer, LRP's network input)
+    heat: np.ndarray  # on the original radiograph's pixel grid (crop and resize undone)
+
+    def overlay(self, gray01: np.ndarray, opacity: float) -> np.ndarray:
+        """The map blended onto the radiograph, BGR uint8."""
+        return overlay(gray01, self.heat, self.method.signed, opacity)
+
+
+def class_maps(outputs: Mapping[str, np.ndarray], geometry: Geometry, methods: Sequence[GraphMethod],
+               targets: Sequence[int], index: int = 0) -> list[ClassMap]:
+    """Image ``index``'s maps, class by class (in ``targets`` order), each method in turn;
+    ``targets`` are the class indices of the graph's class axis (a prefix of it keeps fewer)."""
+    native = [method.maps(outputs)[index] for method in methods]  # each [K, h, w], computed once
+    return [ClassMap(rank, int(target), method, maps[rank - 1], geometry.to_original(maps[rank - 1]))
+            for rank, target in enumerate(targets, 1) for method, maps in zip(methods, native)]
+
+
+def explained_targets(outputs: Mapping[str, np.ndarray], keep: int | None = None, index: int = 0) -> list[int]:
+    """The class indices image ``index`` was explained for, the first ``keep`` of them."""
+    return [int(t) for t in outputs["targets"][index][:keep]]

@@ -1,0 +1,146 @@
+"""Explain one received radiograph into the files the node keeps and sends.
+
+Per instance: ``result.json`` (schema ``chexplain.node/1``: probabilities, findings by
+threshold, model identity, methods, timings, the files), one PNG overlay per explained
+class and method and, for a DICOM source, one Secondary Capture per class and method (one
+new series per method) and optionally a Basic Text SR with the findings. Overlays and
+captures are scaled so that their longest side is at most ``max_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ... import __version__
+from ...grammar import DEFAULT_OPACITY
+from ...models.manifest import slug
+from ..errors import InputError
+from ..maps.methods import ClassChoice, GraphMethod
+from ..maps.render import class_maps, explained_targets
+from ..maps.sheet import fit
+from ..results.prediction import Prediction, Predictor, model_record
+
+SCHEMA = "chexplain.node/1"
+RESULT_FILE = "result.json"
+FIRST_SERIES_NUMBER = 9001  # one series per method: 9001, 9002, ...; the SR follows them
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+@dataclass
+class InstanceProcessor:
+    """Runs the predictor and turns its outputs into the instance's result files."""
+
+    predictor: Predictor
+    methods: Sequence[GraphMethod]
+    classes: ClassChoice = ClassChoice()
+    opacity: float = DEFAULT_OPACITY
+    max_size: int = 1024
+    structured_report: bool = False
+
+    def process(self, item: Path, origin: Mapping[str, Any] | None = None) -> tuple[dict[str, bytes], dict[str, Any]]:
+        """The files (name -> bytes) and the result record; InputError for an input that cannot be explained."""
+        prediction = self.predictor.predict(item, **self.classes.inputs)
+        if not prediction.ok:
+            raise InputError(item, prediction.error or "failed")
+        start = time.perf_counter()
+        source = prediction.radiograph.header  # DICOM inputs only
+        files: dict[str, bytes] = {}
+        explained = self._explain(prediction, source, files)
+        record = self._record(item, prediction, origin or {}, explained)
+        if source is not None and self.structured_report:
+            files["sr.dcm"] = self._report(source, prediction)
+            record["structured_report"] = "sr.dcm"
+        record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
+        files[RESULT_FILE] = (json.dumps(record, indent=2) + "\n").encode()
+        return files, record
+
+    def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes]) -> list[dict[str, Any]]:
+        classes = self.predictor.manifest.classes
+        radiograph = prediction.radiograph
+        series = {}
+        if source is not None:
+            from pydicom.uid import generate_uid
+
+            series = {m.label: generate_uid() for m in self.methods}
+        explained: dict[int, dict[str, Any]] = {}
+        for item in class_maps(prediction.outputs, prediction.geometry, self.methods,
+                               explained_targets(prediction.outputs, self.classes.keep)):
+            name = classes[item.target]
+            entry = explained.setdefault(item.rank, {"class": name, "probability": prediction.probabilities[name],
+                                                     "files": {}})
+            label = item.method.label
+            image = fit(item.overlay(radiograph.pixels, self.opacity), self.max_size)
+            stem = f"{item.rank}-{slug(name)}-{slug(label)}"
+            files[f"overlay-{stem}.png"] = png_bytes(image)
+            written = {"overlay": f"overlay-{stem}.png"}
+            if source is not None:
+                written.update(self._capture(source, image, stem, name, entry["probability"], label, series[label],
+                                             FIRST_SERIES_NUMBER + self.methods.index(item.method), item.rank, files))
+            entry["files"][label] = written
+        return list(explained.values())
+
+    def _capture(self, source: Any, image: np.ndarray, stem: str, name: str, probability: float, method: str,
+                 series_uid: str, series_number: int, rank: int, files: dict[str, bytes]) -> dict[str, str]:
+        from .secondary_capture import secondary_capture, to_bytes
+
+        manifest = self.predictor.manifest
+        captions = (f"{name}  p={probability:.2f}  {method}  (model {manifest.name})",)
+        if manifest.is_demo:
+            captions += (manifest.banner().split(" | ")[-1],)
+        ds = secondary_capture(
+            source, image, series_uid=series_uid, series_number=series_number, instance_number=rank,
+            series_description=f"chexplain {method} - NOT FOR DIAGNOSTIC USE", captions=captions,
+            derivation=f"{method} heatmap for {name} (p={probability:.3f}) by chexplain {__version__}, model {manifest.name}",
+        )
+        files[f"sc-{stem}.dcm"] = to_bytes(ds)
+        return {"secondary_capture": f"sc-{stem}.dcm", "sop_instance_uid": str(ds.SOPInstanceUID)}
+
+    def _report(self, source: Any, prediction: Prediction) -> bytes:
+        from pydicom.uid import generate_uid
+
+        from .basic_text_sr import basic_text_sr
+        from .secondary_capture import to_bytes
+
+        manifest = self.predictor.manifest
+        ds = basic_text_sr(source, prediction.probabilities, self.predictor.thresholds,
+                           model_description=manifest.banner(), series_uid=generate_uid(),
+                           series_number=FIRST_SERIES_NUMBER + len(self.methods))
+        return to_bytes(ds)
+
+    def _record(self, item: Path, prediction: Prediction, origin: Mapping[str, Any],
+                explained: list[dict[str, Any]]) -> dict[str, Any]:
+        backend = self.predictor.backend
+        manifest = self.predictor.manifest
+        return {
+            "schema": SCHEMA,
+            "chexplain_version": __version__,
+            "item": item.name.split(".", 1)[0],
+            "origin": dict(origin),
+            "status": "ok",
+            "banner": manifest.banner(),
+            "model": model_record(manifest, str(backend.path)),
+            "backend": backend.describe(),
+            "thresholds": dict(self.predictor.thresholds),
+            "probabilities": prediction.probabilities,
+            "findings": prediction.findings,
+            "image": prediction.image,
+            "methods": [m.label for m in self.methods],
+            "explained": explained,
+            "structured_report": None,
+            "timing_ms": dict(prediction.timing_ms),
+            "warnings": prediction.warnings,
+        }

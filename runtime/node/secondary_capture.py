@@ -1,0 +1,118 @@
+"""DICOM Secondary Capture of an explanation, for a PACS to store and show: the heatmap
+burned in over the radiograph under a visible "not for diagnostic use" banner, in the source
+image's study (a new series), referencing the source image.
+
+pydicom is imported on first use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from io import BytesIO
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ... import __version__
+from ..inputs.dicom import import_pydicom
+
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+BANNER = "NOT FOR DIAGNOSTIC USE - research software (chexplain)"
+# Patient and study attributes the new object shares with its source (Type 2: present even if empty).
+SHARED_ATTRIBUTES = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)
+OPTIONAL_SHARED = ("SpecificCharacterSet", "StudyDescription", "IssuerOfPatientID")
+# And, for an image of the same anatomy, where it is known.
+OPTIONAL_IMAGE = ("PatientOrientation", "Laterality")
+
+
+def _strip(text: str, width: int, height: int) -> np.ndarray:
+    """A black strip of ``height`` rows with ``text`` in white, scaled down to fit the width."""
+    scale = height / 40
+    thickness = max(1, height // 16)
+    (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    if text_width > width * 0.96:
+        scale *= width * 0.96 / text_width
+    strip = np.zeros((height, width, 3), np.uint8)
+    cv2.putText(strip, text, (max(2, width // 100), int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thickness, cv2.LINE_AA)
+    return strip
+
+
+def with_banner(bgr: np.ndarray, *lines: str) -> np.ndarray:
+    """The image under black strips, one per line of text (default: the not-for-diagnostic-use banner)."""
+    height, width = bgr.shape[:2]
+    rows = max(24, height // 24)
+    return np.vstack([_strip(text, width, rows) for text in (lines or (BANNER,))] + [bgr])
+
+
+def derived_dataset(source: Any, sop_class_uid: str, now: datetime) -> Any:
+    """A new instance of ``sop_class_uid`` made by chexplain from ``source``: file meta, new SOP
+    Instance UID, the source's patient and study attributes (Type 2 ones present even when
+    empty), equipment, and creation and content date/time."""
+    import_pydicom()
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword in SHARED_ATTRIBUTES:
+        setattr(ds, keyword, source.get(keyword, ""))
+    for keyword in OPTIONAL_SHARED:
+        if keyword in source:
+            setattr(ds, keyword, source.get(keyword))
+    ds.Manufacturer = "chexplain"
+    ds.SoftwareVersions = __version__
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    return ds
+
+
+def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
+                      series_description: str, derivation: str, captions: tuple[str, ...] = (),
+                      now: datetime | None = None) -> Any:
+    """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in ``source``'s study."""
+    pydicom = import_pydicom()
+    from pydicom.dataset import Dataset
+
+    rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
+    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now())
+    for keyword in OPTIONAL_IMAGE:
+        if keyword in source:
+            setattr(ds, keyword, source.get(keyword))
+    ds.Modality = "OT"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description
+    ds.InstanceNumber = instance_number
+    ds.ConversionType = "WSD"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.DerivationDescription = derivation[:1024]
+    ds.BurnedInAnnotation = "YES"
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    ds.SourceImageSequence = pydicom.Sequence([reference])
+    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+    return ds
+
+
+def to_bytes(ds: Any) -> bytes:
+    """The dataset as a DICOM Part 10 file."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -1,0 +1,97 @@
+"""Run the node as a service: the worker, the SCP or the folder watcher, forwarding, the health
+line, and a graceful stop on SIGTERM/SIGINT (the item in hand is finished; the rest waits
+in the inbox for the next start)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..backends import open_backend
+from ..maps.methods import choose_classes, graph_methods, select_methods
+from ..results.prediction import Predictor
+from .config import NodeConfig
+from .events import EventLog
+from .forwarder import Forwarder, unsent
+from .processor import InstanceProcessor
+from .spool import Spool
+from .worker import Node
+
+STOP_TIMEOUT_S = 120.0  # the item in hand gets this long to finish
+
+
+def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> InstanceProcessor:
+    """Open the model on its backend and choose methods and classes as ``explain`` does."""
+    backend = open_backend(config.model, config.backend, threads=config.threads, notify=notify)
+    settings = backend.manifest.explanations
+    try:
+        return InstanceProcessor(
+            Predictor(backend, allow_any_view=config.allow_any_view),
+            select_methods(graph_methods(settings), list(config.methods)),
+            classes=choose_classes(settings, config.classes, backend.manifest.classes),
+            opacity=config.opacity, max_size=config.max_size, structured_report=config.structured_report,
+        )
+    except ValueError:
+        backend.close()
+        raise
+
+
+def _import_pydicom_once() -> None:
+    """Import pydicom here, before the threads start: its modules import each other, and two
+    threads importing it at once can see a partly initialised module."""
+    with contextlib.suppress(ImportError):  # a watcher for PNG/JPEG needs no pydicom
+        import pydicom.pixels  # noqa: F401
+
+
+def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog, *, listen: bool = True,
+                watch_folder: Path | None = None, done_dir: Path | None = None, settle_s: float = 2.0) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop, wake = threading.Event(), threading.Event()
+    spool = Spool(config.spool)
+    node = Node(spool, processor, log, config.max_queue, on_result=wake.set)
+    log("starting", spool=str(spool.root), backend=processor.predictor.backend.describe(),
+        model=processor.predictor.manifest.name, methods=[m.label for m in processor.methods],
+        banner=processor.predictor.manifest.banner(), max_queue=config.max_queue)
+    scp = None
+    if listen:
+        from .scp import StorageSCP
+
+        scp = StorageSCP(config, node, log)
+    _import_pydicom_once()
+    node.start()
+    extra = (lambda: {"unsent": len(unsent(spool.outbox))}) if config.forward is not None else None
+    threads = [threading.Thread(target=node.report_health, name="chexplain-health", daemon=True,
+                                args=(config.health_interval_s, extra))]
+    if config.forward is not None:
+        forwarder = Forwarder(spool.outbox, config.forward, config.ae_title, log, node.metrics)
+        threads.append(threading.Thread(target=forwarder.run, args=(stop, wake), name="chexplain-forward", daemon=True))
+    if watch_folder is not None:
+        from .watcher import FolderWatcher
+
+        watcher = FolderWatcher(watch_folder, node, log, done_dir=done_dir, settle_s=settle_s)
+        threads.append(threading.Thread(target=watcher.run, args=(stop,), name="chexplain-watch", daemon=True))
+    if scp is not None:
+        scp.start()
+    for thread in threads:
+        thread.start()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if scp is not None:
+            scp.stop()
+        wake.set()
+        node.stop(STOP_TIMEOUT_S)
+        processor.predictor.backend.close()
+        log("stopped", **node.health())

@@ -1,0 +1,135 @@
+"""The node: a durable queue of received radiographs, one worker that explains them, and the
+services that feed it (the DICOM Storage SCP, the folder watcher) and drain it (forwarding).
+
+Received data is kept in the spool's inbox before the sender hears that it arrived; the
+worker explains the oldest item, writes its results to the outbox and only then removes it
+from the inbox, so a crash at any moment loses nothing and duplicates nothing (see spool).
+The queue is bounded: past ``max_queue`` items waiting, ``submit`` refuses (the SCP answers
+Out of Resources) rather than accept what it cannot keep up with. An item that cannot be
+explained goes to quarantine with its reason; the worker goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .events import EventLog, Metrics
+from .processor import InstanceProcessor
+from .spool import Spool, item_id, item_key
+
+
+class Node:
+    """The spool, the bounded queue and the worker thread."""
+
+    def __init__(self, spool: Spool, processor: InstanceProcessor, log: EventLog, max_queue: int,
+                 on_result: Callable[[], None] | None = None) -> None:
+        self.spool = spool
+        self.processor = processor
+        self.log = log
+        self.max_queue = max_queue
+        self.metrics = Metrics()
+        self.on_result = on_result
+        self.stopping = threading.Event()
+        self._queue: deque[Path] = deque()
+        self._origins: dict[Path, dict[str, Any]] = {}
+        self._keys: set[str] = set()
+        self._condition = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Recover the spool (items left by a previous run go first), then start the worker."""
+        recovered = self.spool.recover()
+        self._keys = self.spool.keys()
+        self._queue.extend(recovered)
+        if recovered:
+            self.log("recovered", items=len(recovered))
+        self._worker = threading.Thread(target=self._work, name="chexplain-worker", daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, data: bytes, suffix: str, key: str = "", origin: Mapping[str, Any] | None = None) -> str:
+        """Keep ``data`` and queue it: 'accepted', 'duplicate' (that key was already received), or
+        'refused' (queue full or shutting down; nothing kept). Raises OSError when it cannot be stored."""
+        with self._condition:
+            if key and key in self._keys:
+                self.log("duplicate", key=key, **(origin or {}))
+                return "duplicate"
+            if self.stopping.is_set() or len(self._queue) >= self.max_queue:
+                self.metrics.count("refused")
+                self.log("refused", reason="shutting down" if self.stopping.is_set() else "queue full",
+                         queue=len(self._queue), **(origin or {}))
+                return "refused"
+            item = self.spool.accept(data, suffix, key)
+            if key:
+                self._keys.add(key)
+            self._queue.append(item)
+            self._origins[item] = dict(origin or {})
+            self.metrics.count("received")
+            self._condition.notify()
+        self.log("received", item=item_id(item), queue=len(self._queue), **(origin or {}))
+        return "accepted"
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking work; the worker finishes the item in hand, the rest stays in the inbox."""
+        with self._condition:
+            self.stopping.set()
+            self._condition.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def _next(self) -> Path | None:
+        with self._condition:
+            while not self._queue and not self.stopping.is_set():
+                self._condition.wait()
+            return None if self.stopping.is_set() else self._queue[0]
+
+    def _work(self) -> None:
+        while (item := self._next()) is not None:
+            self.process(item)
+            with self._condition:
+                self._queue.popleft()
+                self._origins.pop(item, None)
+
+    def process(self, item: Path) -> None:
+        """Explain one inbox item into the outbox, or quarantine it; never raises."""
+        start = time.perf_counter()
+        origin = self._origins.get(item, {"recovered": True})
+        try:
+            files, record = self.processor.process(item, origin)
+        except InputError as error:
+            self._quarantine(item, error.reason, origin)
+            return
+        except Exception as error:  # a bug or a backend failure must not stop the node
+            self._quarantine(item, f"{type(error).__name__}: {error}", origin)
+            return
+        self.spool.finish(item, files)
+        latency_ms = (time.perf_counter() - start) * 1e3
+        self.metrics.done(latency_ms)
+        self.log("explained", item=item_id(item), findings=record["findings"], files=len(files),
+                 ms=round(latency_ms, 1), **origin)
+        if self.on_result:
+            self.on_result()
+
+    def _quarantine(self, item: Path, reason: str, origin: Mapping[str, Any]) -> None:
+        with self._condition:
+            self._keys.discard(item_key(item.name))
+        self.spool.quarantine(item, reason)
+        self.metrics.count("failed")
+        self.log("quarantined", item=item_id(item), reason=reason.splitlines()[0][:300], **origin)
+
+    def health(self) -> dict[str, Any]:
+        return self.metrics.snapshot(queue=self.depth)
+
+    def report_health(self, interval_s: float, extra: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Log a health line every ``interval_s`` until stopped (run in its own thread)."""
+        while not self.stopping.wait(interval_s):
+            self.log("health", **self.health(), **(extra() if extra else {}))

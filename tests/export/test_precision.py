@@ -1,0 +1,117 @@
+"""The precision plan: FP16 forward, FP32 explanations, written into the graph; fidelity in ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from chexplain.export.metadata import read_manifest
+from chexplain.export.parity import judge_reduced, load_inputs
+from chexplain.export.precision import convert_precision, forward_node_indices, to_float16, write_precision
+from chexplain.runtime import OnnxRuntimeBackend
+from chexplain.runtime.evaluation.fidelity import agreement, comparable_maps, map_pearsons
+
+from helpers import SIIM
+
+
+@pytest.fixture(scope="module")
+def graphs(default_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("precision")
+    paths = {"fp32": default_onnx}
+    for precision in ("mixed", "fp16"):
+        paths[precision] = folder / f"model.{precision}.onnx"
+        write_precision(default_onnx, paths[precision], precision)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def outputs(graphs: dict[str, Path], radiographs: list[Path]) -> dict[str, dict[str, np.ndarray]]:
+    inputs, _ = load_inputs(radiographs + [SIIM], read_manifest(graphs["fp32"]))
+    return {p: OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]).run(inputs) for p, path in graphs.items()}
+
+
+def _weight_types(model: onnx.ModelProto, op_type: str, nodes: set[int]) -> set[int]:
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+    return {initializers[n.input[1]] for i, n in enumerate(model.graph.node) if i in nodes and n.op_type == op_type}
+
+
+def test_mixed_runs_the_forward_in_fp16_and_the_explanations_in_fp32(default_onnx: Path, graphs: dict[str, Path]):
+    source = onnx.load(str(default_onnx))
+    mixed = onnx.load(str(graphs["mixed"]))
+    forward = forward_node_indices(mixed.graph)
+    backward = set(range(len(mixed.graph.node))) - forward
+    assert _weight_types(mixed, "Conv", forward) == {TensorProto.FLOAT16}
+    assert _weight_types(mixed, "Conv", backward) | _weight_types(mixed, "ConvTranspose", backward) == {TensorProto.FLOAT}
+    forward_convs = sum(mixed.graph.node[i].op_type == "Conv" for i in forward)
+    assert forward_convs == 120  # every convolution of DenseNet121
+    # The contract does not change: same names, FP32 in and out.
+    assert [(i.name, i.type.tensor_type.elem_type) for i in mixed.graph.input] == \
+        [(i.name, i.type.tensor_type.elem_type) for i in source.graph.input]
+    assert [(o.name, o.type.tensor_type.elem_type) for o in mixed.graph.output] == \
+        [(o.name, o.type.tensor_type.elem_type) for o in source.graph.output]
+    assert read_manifest(graphs["mixed"]).precision == "mixed" and read_manifest(default_onnx).precision == "fp32"
+
+
+def test_mixed_keeps_grad_cam_and_is_judged_per_map(outputs: dict[str, dict[str, np.ndarray]]):
+    """On the trained demo model the FP16 forward keeps the probabilities and Grad-CAM, but not
+    every LRP map (README "Precision plan"); the judge must flag exactly that."""
+    reference, mixed = outputs["fp32"], outputs["mixed"]
+    assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
+    assert (mixed["targets"] == reference["targets"]).mean() >= 0.8
+    same = comparable_maps(reference, mixed)  # same class, logit on the same side of zero
+    gradcam = map_pearsons(reference["gradcam"], mixed["gradcam"], same)
+    lrp = map_pearsons(reference["lrp"], mixed["lrp"], same)
+    assert len(gradcam) == len(lrp) == same.sum() >= 0.7 * same.size
+    assert min(gradcam) >= 0.99 and judge_reduced("gradcam", {"min_map_pearson": min(gradcam)})[1]
+    assert judge_reduced("lrp", {"min_map_pearson": min(lrp)})[1] == (min(lrp) >= 0.99)
+    assert all(np.isfinite(mixed[name]).all() for name in ("gradcam", "lrp"))
+
+
+def test_pure_fp16_keeps_the_classifier_and_is_judged_per_map(outputs: dict[str, dict[str, np.ndarray]]):
+    reference, half = outputs["fp32"], outputs["fp16"]
+    assert np.abs(half["probabilities"] - reference["probabilities"]).max() <= 1e-2
+    same = comparable_maps(reference, half)
+    gradcam = map_pearsons(reference["gradcam"], half["gradcam"], same)
+    lrp = map_pearsons(reference["lrp"], half["lrp"], same)
+    assert min(gradcam) >= 0.99
+    # The judge flags exactly the maps that fall below the plan's criterion.
+    assert judge_reduced("lrp", {"min_map_pearson": min(lrp)})[1] == (min(lrp) >= 0.99)
+    assert all(np.isfinite(half[name]).all() for name in ("gradcam", "lrp"))
+
+
+def test_fp32_plan_is_a_copy_and_a_classifier_is_all_forward(classifier_onnx: Path):
+    model = onnx.load(str(classifier_onnx))
+    same, report = convert_precision(model, "fp32")
+    assert same.SerializeToString() == model.SerializeToString() and report.casts_inserted == 0
+    assert forward_node_indices(model.graph) == set(range(len(model.graph.node)))
+    mixed, mixed_report = convert_precision(model, "mixed")
+    half, half_report = convert_precision(model, "fp16")
+    assert mixed_report.fp16_nodes == half_report.fp16_nodes == len(model.graph.node)
+    assert mixed.SerializeToString() == half.SerializeToString()
+
+
+def test_conversion_refuses_what_it_cannot_do(graphs: dict[str, Path], tmp_path: Path, default_onnx: Path):
+    with pytest.raises(ValueError, match="already mixed"):
+        write_precision(graphs["mixed"], tmp_path / "again.onnx", "fp16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        convert_precision(onnx.load(str(default_onnx), load_external_data=False), "int8")
+
+
+def test_reduced_precision_agreement_metrics_are_per_map():
+    reference = np.zeros((1, 2, 4, 4))
+    reference[0, 0, 0, 0] = reference[0, 1, 3, 3] = 1.0
+    candidate = reference.copy()
+    candidate[0, 1] = -reference[0, 1]
+    pearsons = map_pearsons(reference, candidate, None)
+    assert pearsons[0] == pytest.approx(1.0) and pearsons[1] == pytest.approx(-1.0)
+    assert map_pearsons(reference, candidate, np.array([[True, False]])) == pearsons[:1]
+    assert agreement(reference, candidate)["pearson"] < 1.0
+
+
+def test_fp16_weights_keep_infinities_and_clip_overflow():
+    values = np.array([-np.inf, -1e6, 1.5, 7e4, np.inf], dtype=np.float32)
+    assert to_float16(values).tolist() == [-np.inf, -65504.0, 1.5, 65504.0, np.inf]

@@ -1,0 +1,156 @@
+"""The model zoo: torchvision-compatible DenseNet121 and the checkpoint loaders round-trip."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from chexplain.models import CHEXPERT_CLASSES, DenseNet, Manifest, build_densenet, load_checkpoint, save_checkpoint
+from chexplain.models.checkpoints import XRV_SLOTS, CheckpointError
+from chexplain.models.zoo import seeded_model
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 224, 224)
+
+
+def _randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics, so loaders that drop them would be caught."""
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+    return model.eval()
+
+
+def test_parameter_names_and_shapes_equal_torchvision():
+    ours = build_densenet("densenet121", num_classes=14).state_dict()
+    theirs = torchvision.models.densenet121(num_classes=14).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_torchvision_state_dict_round_trips(tmp_path: Path, x: torch.Tensor):
+    torch.manual_seed(0)
+    source = _randomise_batchnorm(torchvision.models.densenet121(num_classes=14))
+    torch.save(source.state_dict(), tmp_path / "tv.pth")
+    model, manifest = load_checkpoint(tmp_path / "tv.pth")
+    assert manifest.weights.source == "torchvision" and manifest.classes == CHEXPERT_CLASSES
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_imagenet_head_is_replaced_and_backbone_kept(tmp_path: Path, x: torch.Tensor):
+    source = _randomise_batchnorm(torchvision.models.densenet121())
+    torch.save(source.state_dict(), tmp_path / "imagenet.pth")
+    model, manifest = load_checkpoint(tmp_path / "imagenet.pth")
+    assert model.classifier.out_features == 14
+    assert "untrained" in manifest.weights.training_data
+    with torch.no_grad():
+        torch.testing.assert_close(model.features(x), source.features(x), rtol=1e-5, atol=1e-5)
+
+
+def _xrv_model() -> nn.Module:
+    xrv = pytest.importorskip("torchxrayvision")
+    torch.manual_seed(0)
+    return _randomise_batchnorm(xrv.models.DenseNet(weights=None, num_classes=len(XRV_SLOTS)))
+
+
+def test_torchxrayvision_weights_map_classes_by_name(tmp_path: Path):
+    source = _xrv_model()
+    torch.save(source.state_dict(), tmp_path / "xrv-chex.pt")
+    model, manifest = load_checkpoint(tmp_path / "xrv-chex.pt", xrv_weights="densenet121-res224-chex")
+    assert manifest.weights.source == "torchxrayvision"
+    assert manifest.preprocessing.channels == 1 and manifest.preprocessing.crop == "center"
+    assert manifest.missing_classes == ("No Finding", "Pleural Other", "Support Devices")
+    assert "Pleural Effusion" in manifest.classes and len(manifest.classes) == 11
+    x = torch.randn(2, 1, 224, 224) * 500
+    with torch.no_grad():
+        expected = source(x)
+        got = model(x)
+    for i, cls in enumerate(manifest.classes):
+        slot = XRV_SLOTS.index("Effusion" if cls == "Pleural Effusion" else cls)
+        torch.testing.assert_close(got[:, i], expected[:, slot], rtol=1e-4, atol=1e-4)
+
+
+def test_pickled_torchxrayvision_model_needs_trust(tmp_path: Path):
+    source = _xrv_model()
+    torch.save(source, tmp_path / "whole.pt")
+    with pytest.raises(CheckpointError, match="pickled Python objects.*--trust-pickle"):
+        load_checkpoint(tmp_path / "whole.pt")
+    model, manifest = load_checkpoint(tmp_path / "whole.pt", trust_pickle=True, xrv_weights="nih")
+    assert manifest.missing_classes and "Lung Opacity" in manifest.missing_classes  # not trained in 'nih'
+
+
+class _CheXNet(nn.Module):
+    """The CheXNet layout: a torchvision DenseNet121 under `densenet121`, Linear+Sigmoid head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.densenet121 = torchvision.models.densenet121()
+        self.densenet121.classifier = nn.Sequential(nn.Linear(1024, 14), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.densenet121(x)
+
+
+def test_chexnet_prefixes_and_old_key_names_round_trip(tmp_path: Path, x: torch.Tensor):
+    torch.manual_seed(0)
+    source = _CheXNet()
+    _randomise_batchnorm(source)
+    old_style = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.")
+    state = {"module." + old_style.sub(r"\1.\2.", k): v for k, v in source.state_dict().items()}
+    assert any(".norm.1." in k for k in state)
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "chexnet.pth.tar")
+    model, manifest = load_checkpoint(tmp_path / "chexnet.pth.tar")
+    assert manifest.weights.source == "chexnet"
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(model(x)), source(x), rtol=1e-5, atol=1e-5)
+
+
+def test_chexplain_checkpoint_round_trip_fp32_and_fp16(tmp_path: Path, x: torch.Tensor):
+    model, manifest = seeded_model()
+    save_checkpoint(model, manifest, tmp_path / "m.pt")
+    save_checkpoint(model, manifest, tmp_path / "m16.pt", half=True)
+    loaded, loaded_manifest = load_checkpoint(tmp_path / "m.pt")
+    loaded16, _ = load_checkpoint(tmp_path / "m16.pt")
+    assert loaded_manifest.classes == manifest.classes and loaded_manifest.is_demo
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded16(x), model(x), rtol=0, atol=5e-2)
+
+
+def test_wrong_class_count_and_garbage_files_are_explained(tmp_path: Path):
+    torch.save(torchvision.models.densenet121(num_classes=5).state_dict(), tmp_path / "five.pth")
+    with pytest.raises(CheckpointError, match="5 outputs; name them"):
+        load_checkpoint(tmp_path / "five.pth")
+    model, manifest = load_checkpoint(tmp_path / "five.pth", source_classes=["Atelectasis", "Mass", "Effusion", "Hernia", "Edema"])
+    assert manifest.classes == ("Edema", "Atelectasis", "Pleural Effusion")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_seeded_model_is_deterministic_and_says_so(x: torch.Tensor):
+    a, manifest = seeded_model()
+    b, _ = seeded_model()
+    assert isinstance(a, DenseNet) and manifest.is_demo
+    assert "SEEDED RANDOM WEIGHTS" in manifest.banner() and "NOT FOR CLINICAL USE" in manifest.banner()
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+def test_manifest_json_round_trip():
+    manifest = seeded_model()[1]
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    with pytest.raises(ValueError, match="unknown classes"):
+        Manifest(name="x", thresholds={"Hernia": 0.3})

@@ -1,0 +1,132 @@
+"""`chexplain evaluate` on phantoms with masks and on real radiographs with NIH boxes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from chexplain.cli import main
+from chexplain.models.chexpert_csv import read_labels
+from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest
+from chexplain.models.metrics import auroc
+from chexplain.runtime.evaluation.scoring import ABSENT, METRICS, EvalCase, box_cases, classification, phantom_cases
+from chexplain.runtime.inputs.preprocess import preprocess
+from chexplain.runtime.inputs.reader import read_radiograph
+
+from helpers import IMAGES
+
+
+def test_cases_from_phantom_masks_and_nih_boxes(phantom_data: Path, tmp_path: Path):
+    cases = phantom_cases(phantom_data)
+    assert cases and all(case.path.is_file() for case in cases)
+    for case in cases:
+        for finding, region in case.regions.items():
+            assert isinstance(region, Path) and region.is_file()
+            assert case.mask(finding, (256, 256)).any()
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                     "00013125_000.png,Cardiomegaly,169.0,406.3,662.1,418.3\n"
+                     "00013125_000.png,Infiltrate,100,100,50,40\n"
+                     "missing.png,Nodule,1,1,5,5\n"
+                     "00013125_000.png,Fibrosis,1,1,5,5\n")
+    (case,) = box_cases(boxes, IMAGES)
+    assert set(case.regions) == {"Cardiomegaly", "Lung Opacity"}
+    mask = case.mask("Lung Opacity", (1024, 1024))
+    assert mask.sum() == 50 * 40 and mask[100, 100] and not mask[99, 100]
+    assert EvalCase(case.path, {"Edema": (0, 0, 10, 10)}).mask("Edema", (20, 20)).sum() == 100
+
+
+class ScoresFromPixels:
+    """A stand-in backend: every class's probability is the mean of the network input."""
+
+    name = "onnxruntime"
+    path = Path("scores.onnx")
+    manifest = Manifest(name="scores")
+    input_names = ["image", "targets"]
+    output_names = ["probabilities"]
+
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        assert inputs["targets"].shape == (len(image), 0)  # no explanations needed for probabilities
+        return {"probabilities": np.repeat(image.mean(axis=(1, 2, 3))[:, None], len(CHEXPERT_CLASSES), 1)}
+
+
+def test_classification_auroc_from_the_graphs_probabilities(phantom_data: Path):
+    table = read_labels(phantom_data / "train.csv", phantom_data, "u-ignore")
+    table.paths[1] = phantom_data / "missing.png"  # unreadable: reported, left out, the others still scored
+    result = classification(ScoresFromPixels(), table)
+    assert result["images"] == len(table) - 1 and "missing.png" in result["failures"][0]["error"]
+    backend = ScoresFromPixels()
+    readable = [i for i in range(len(table)) if i != 1]
+    brightness = np.array([preprocess(read_radiograph(table.paths[i], allow_any_view=True).pixels,
+                                      backend.manifest.preprocessing)[0].mean() for i in readable])
+    for index, name in enumerate(CHEXPERT_CLASSES):
+        entry = result["per_class"][name]
+        labels = table.labels[readable, index] > 0
+        assert entry["positives"] == labels.sum() and entry["negatives"] == (~labels).sum()
+        assert entry["auroc"] == (None if labels.all() or not labels.any() else pytest.approx(auroc(labels, brightness)))
+    defined = [e["auroc"] for e in result["per_class"].values() if e["auroc"] is not None]
+    assert defined and result["mean_auroc"] == pytest.approx(np.mean(defined))
+
+
+def test_evaluate_command_on_phantoms(targets_graph: Path, phantom_data: Path, tmp_path: Path):
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data),
+                                       "--steps", "4", "--examples", "2", "--out", str(tmp_path), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "evaluation.json").read_text())
+    assert document["schema"] == "chexplain.evaluate/1" and not document["failures"]
+    assert document["model"] == "densenet121-targets"  # export's name option renames the default model
+    assert document["classification"]["images"] == 4 and "| mean over defined classes |" in result.stdout
+    sheets = sorted((tmp_path / "examples").glob("*.png"))
+    assert len(sheets) == 2 and sheets[0].name.startswith("001-patient")
+    methods = {r["method"] for r in document["records"]}
+    assert methods == {"gradcam", "lrp:epsilon"}
+    for record in document["records"]:
+        for metric in ("pointing_game", "mass_accuracy", "rank_accuracy", "top_iou", "deletion_auc", "insertion_auc"):
+            assert 0.0 <= record[metric] <= 1.0, (metric, record[metric])
+        assert 0.0 <= record["gini"] <= 1.0 and record["components"] >= 1
+    summary = {(row["method"], row["finding"]): row for row in document["summary"]}
+    for method in methods:
+        overall = summary[(method, "all findings")]
+        assert overall["n"] == sum(1 for r in document["records"] if r["method"] == method)
+        assert set(METRICS) <= set(overall)
+        assert overall["mass_accuracy"] == pytest.approx(
+            np.mean([r["mass_accuracy"] for r in document["records"] if r["method"] == method]))
+    assert "| lrp:epsilon | all findings |" in result.stdout and (tmp_path / "evaluation.md").is_file()
+
+
+def test_evaluate_all_classes_adds_the_classes_without_ground_truth(targets_graph: Path, phantom_data: Path,
+                                                                   tmp_path: Path):
+    args = ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data), "--limit", "1", "--steps", "2",
+            "--examples", "0", "--methods", "gradcam,lrp:epsilon", "--threads", "2"]
+    positive = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "positive")])
+    every = CliRunner().invoke(main, [*args, "--classes", "all", "--out", str(tmp_path / "all")])
+    assert positive.exit_code == 0 and every.exit_code == 0, (positive.output, every.output)
+    first = json.loads((tmp_path / "positive" / "evaluation.json").read_text())
+    both = json.loads((tmp_path / "all" / "evaluation.json").read_text())
+    assert both["settings"]["classes"] == "all" and first["settings"]["classes"] == "positive"
+    present = [r for r in both["records"] if r["present"]]
+    absent = [r for r in both["records"] if not r["present"]]
+    assert len(present) == len(first["records"]) and len(present) + len(absent) == 2 * 14
+    for record in absent:  # no region: localisation undefined, the rest measured
+        assert record["pointing_game"] is None and record["mass_accuracy"] is None
+        assert 0.0 <= record["gini"] <= 1.0 and 0.0 <= record["deletion_auc"] <= 1.0
+    summary = {(row["method"], row["finding"]): row for row in both["summary"]}
+    reference = {(row["method"], row["finding"]): row for row in first["summary"]}
+    for method in ("gradcam", "lrp:epsilon"):
+        assert summary[(method, "all findings")]["mass_accuracy"] == pytest.approx(
+            reference[(method, "all findings")]["mass_accuracy"], abs=1e-6)
+        row = summary[(method, ABSENT)]
+        assert row["n"] == len(absent) // 2 and row["pointing_game"] is None and row["gini"] is not None
+    assert f"| gradcam | {ABSENT} |" in every.stdout and "| - |" in every.stdout
+
+
+def test_evaluate_needs_a_targets_graph_and_ground_truth(default_onnx: Path, phantom_data: Path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", "--model", str(default_onnx), "--data", str(phantom_data)])
+    assert result.exit_code == 2 and "targets input" in result.stderr
+    result = runner.invoke(main, ["evaluate", "--model", str(default_onnx)])
+    assert result.exit_code == 2 and "--data" in result.stderr

@@ -1,0 +1,363 @@
+"""The DICOM node end to end, on loopback: dcmtk's storescu/echoscu/storescp/dcmdump/dsrdump
+and pynetdicom against a running `chexplain serve` (and `chexplain watch`), bad input,
+SIGKILL in the middle of a burst, and a 50-image burst through a bounded queue."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pynetdicom import AE
+
+from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
+from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
+
+from dicom_builders import CT_IMAGE_STORAGE, dx_from_png
+from helpers import IMAGES, RG1_J2K_MONOCHROME1, RG2_HIP, SIIM
+
+CHEXPLAIN = str(Path(sys.executable).with_name("chexplain"))
+DX = "1.2.840.10008.5.1.4.1.1.1.1"
+EXPLICIT = "1.2.840.10008.1.2.1"
+PATIENT_NAME = "Test^Patient"
+pytestmark = pytest.mark.slow
+
+
+def dcmtk(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} not found: the node's tests need dcmtk (apt-get install dcmtk)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def node_model(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
+    """The default model with Grad-CAM for its two most probable classes (quick to run)."""
+    from chexplain.export import export_model
+
+    root = tmp_path_factory.mktemp("node-model")
+    export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam", classes="topk:2",
+                 checkpoint_options={"name": "node-gradcam"}, log=lambda _: None)
+    return root / "node-gradcam"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class NodeProcess:
+    """`chexplain serve` (or watch) as a child process, its JSON log collected from stderr."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args, self.log_path = args, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_for: str = "listening") -> NodeProcess:
+        before = len(self.events())  # a restart appends to the same log
+        self.handle = open(self.log_path, "a")  # noqa: SIM115 - the node's stderr for as long as it runs
+        self.process = subprocess.Popen([CHEXPLAIN, *self.args], stdout=subprocess.DEVNULL, stderr=self.handle)
+        self.wait_for(lambda: any(e["event"] == wait_for for e in self.events()[before:]), 120,
+                      f"no {wait_for!r} in the log")
+        return self
+
+    def events(self) -> list[dict]:
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def wait_for(self, condition, timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"the node exited ({self.process.returncode}): {self.log_path.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{message}; log: {self.log_path.read_text()[-2000:]}"
+            time.sleep(0.1)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(150)
+        self.handle.close()
+        return code
+
+
+def serve(model: Path, spool: Path, port: int, *extra: str) -> NodeProcess:
+    args = ["serve", "--model", str(model), "--spool", str(spool), "--port", str(port), "--host", "127.0.0.1",
+            "--allow-caller", "STORESCU", "--allow-caller", "MODALITY@127.0.0.1", "--health-interval", "1", *extra]
+    return NodeProcess(args, spool.parent / f"node-{port}.log").start()
+
+
+def results(spool: Path) -> list[dict]:
+    return [json.loads((folder / "result.json").read_text()) for folder in sorted((spool / "outbox").iterdir())
+            if not folder.name.startswith(".")]
+
+
+def store(port: int, paths: list[Path], calling: str = "MODALITY", retry_refused: bool = False) -> list[int]:
+    """C-STORE each file over one association (pynetdicom); with ``retry_refused`` a file
+    answered Out of Resources is sent again after a pause, as a modality does."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(DX, EXPLICIT)
+    statuses = []
+    assoc = ae.associate("127.0.0.1", port, ae_title="CHEXPLAIN")
+    assert assoc.is_established
+    try:
+        for path in paths:
+            ds = pydicom.dcmread(path)
+            while True:
+                status = assoc.send_c_store(ds).Status
+                if not (retry_refused and status == 0xA700):
+                    break
+                time.sleep(0.3)
+            statuses.append(status)
+    finally:
+        assoc.release()
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def dx_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """DX instances of the five NIH radiographs (12-bit, For Presentation)."""
+    folder = tmp_path_factory.mktemp("dx")
+    return [dx_from_png(png, folder / f"{png.stem}.dcm") for png in sorted(IMAGES.glob("*.png"))]
+
+
+def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_model, dx_files, tmp_path):
+    received = tmp_path / "pacs"
+    received.mkdir()
+    pacs_port, port = free_port(), free_port()
+    pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "--output-directory", str(received), str(pacs_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spool = tmp_path / "spool"
+    node = serve(node_model, spool, port, "--sr", "--forward", f"PACS@127.0.0.1:{pacs_port}")
+    try:
+        echo = subprocess.run([dcmtk("echoscu"), "-aet", "STORESCU", "-aec", "CHEXPLAIN", "127.0.0.1", str(port)],
+                              capture_output=True, text=True, timeout=60)
+        assert echo.returncode == 0, echo.stderr
+        sent = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "CHEXPLAIN", "127.0.0.1", str(port),
+                               str(dx_files[0]), str(dx_files[1])], capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        j2k = subprocess.run([dcmtk("storescu"), "-xw", "-aet", "STORESCU", "-aec", "CHEXPLAIN", "127.0.0.1", str(port),
+                              str(RG1_J2K_MONOCHROME1)], capture_output=True, text=True, timeout=120)
+        assert j2k.returncode == 0, j2k.stderr
+        stranger = subprocess.run([dcmtk("storescu"), "-aet", "STRANGER", "-aec", "CHEXPLAIN", "127.0.0.1", str(port),
+                                   str(dx_files[2])], capture_output=True, text=True, timeout=60)
+        assert stranger.returncode != 0 and "Calling AE Title Not Recognized" in stranger.stderr
+        node.wait_for(lambda: len(results(spool)) == 3, 180, "three results")
+        # Each of the 3 instances: 2 classes x 1 method Secondary Captures + 1 SR, all forwarded.
+        node.wait_for(lambda: len(list(received.iterdir())) == 9 and len(list((spool / "outbox").glob("*/*.sent"))) == 9,
+                      60, "nine objects at the receiving AE, their acceptance recorded")
+    finally:
+        code = node.stop()
+        pacs.terminate()
+        pacs.wait(10)
+    assert code == 0
+    sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p
+               for p in [dx_files[0], dx_files[1], RG1_J2K_MONOCHROME1]}
+    for record in results(spool):
+        source_path = sources[record["image"]["sop_instance_uid"]]
+        source = pydicom.dcmread(source_path, stop_before_pixels=True)
+        folder = next(f for f in (spool / "outbox").iterdir() if f.name == record["item"])
+        assert record["schema"] == "chexplain.node/1" and record["status"] == "ok"
+        assert record["origin"]["calling_ae"] == "STORESCU" and record["methods"] == ["gradcam"]
+        assert set(record["probabilities"]) == set(record["thresholds"]) and len(record["explained"]) == 2
+        assert record["model"]["name"] == "node-gradcam" and "inference" in record["timing_ms"]
+        for entry in record["explained"]:
+            files = entry["files"]["gradcam"]
+            overlay = cv2.imread(str(folder / files["overlay"]))
+            assert overlay is not None and max(overlay.shape[:2]) <= 1024
+            sc = pydicom.dcmread(folder / files["secondary_capture"])
+            assert sc.SOPClassUID == SECONDARY_CAPTURE_STORAGE and sc.SOPInstanceUID == files["sop_instance_uid"]
+            assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.SeriesInstanceUID != source.SeriesInstanceUID
+            assert sc.PatientID == source.PatientID and sc.BurnedInAnnotation == "YES"
+            reference = sc.SourceImageSequence[0]
+            assert (reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID) == (
+                source.SOPClassUID, source.SOPInstanceUID)
+            pixels = sc.pixel_array
+            assert pixels.shape[2] == 3 and pixels.shape[0] > overlay.shape[0]  # the banner strips on top
+            assert pixels[: pixels.shape[0] - overlay.shape[0]].mean() < 60  # black strips with white text
+            dump = subprocess.run([dcmtk("dcmdump"), str(folder / files["secondary_capture"])],
+                                  capture_output=True, text=True, timeout=30).stdout
+            assert "SecondaryCaptureImageStorage" in dump and "NOT FOR DIAGNOSTIC USE" in dump
+            assert "SourceImageSequence" in dump and str(source.SOPInstanceUID) in dump
+            assert (folder / (files["secondary_capture"] + ".sent")).exists()
+        sr = pydicom.dcmread(folder / "sr.dcm")
+        assert sr.SOPClassUID == BASIC_TEXT_SR_STORAGE and sr.StudyInstanceUID == source.StudyInstanceUID
+        evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        report = subprocess.run([dcmtk("dsrdump"), str(folder / "sr.dcm")], capture_output=True, text=True, timeout=30)
+        assert report.returncode == 0 and "Basic Text SR" in report.stdout
+        assert report.stdout.count('"Finding")') == 14 and "NOT FOR DIAGNOSTIC USE" in report.stdout
+    forwarded = [pydicom.dcmread(p, stop_before_pixels=True) for p in received.iterdir()]
+    assert sorted(str(ds.SOPClassUID) for ds in forwarded).count(SECONDARY_CAPTURE_STORAGE) == 6
+    log = node.log_path.read_text()
+    assert PATIENT_NAME not in log and "TEST-0001" not in log  # no patient data in the log
+    events = [e["event"] for e in node.events()]
+    assert events.count("explained") == 3 and events.count("forwarded") == 9
+    assert "association_rejected" in events and "echo" in events and "health" in events and events[-1] == "stopped"
+
+
+def test_bad_input_is_answered_or_quarantined_and_the_node_goes_on(node_model, dx_files, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    no_pixels = dx_from_png(IMAGES / "00000100_000.png", folder / "no-pixels.dcm", pixels=False)
+    ct = dx_from_png(IMAGES / "00000100_000.png", folder / "ct.dcm", sop_class=CT_IMAGE_STORAGE)
+    truncated = pydicom.dcmread(dx_files[0])
+    truncated.SOPInstanceUID = pydicom.uid.generate_uid()
+    truncated.PixelData = truncated.PixelData[: len(truncated.PixelData) // 3]  # corrupt: a third of the pixels
+    truncated.save_as(folder / "truncated.dcm", enforce_file_format=True)
+    spool, port = tmp_path / "spool", free_port()
+    node = serve(node_model, spool, port)
+    try:
+        rejected = subprocess.run([dcmtk("storescu"), "-xy", "-aet", "STORESCU", "-aec", "CHEXPLAIN", "127.0.0.1",
+                                   str(port), str(ct), str(SIIM)], capture_output=True, text=True, timeout=60)
+        assert rejected.returncode != 0  # no presentation context for CT Image or Secondary Capture Storage
+        hip = subprocess.run([dcmtk("storescu"), "-xs", "-aet", "STORESCU", "-aec", "CHEXPLAIN", "127.0.0.1", str(port),
+                              str(RG2_HIP)], capture_output=True, text=True, timeout=60)
+        assert hip.returncode == 0, hip.stderr
+        assert store(port, [no_pixels, folder / "truncated.dcm", dx_files[3]]) == [0, 0, 0]
+        node.wait_for(lambda: len(results(spool)) == 1 and len(list((spool / "quarantine").iterdir())) == 3, 120,
+                      "one result and three quarantined")
+    finally:
+        assert node.stop() == 0
+    reasons = sorted((q / "reason.txt").read_text() for q in (spool / "quarantine").iterdir())
+    assert any("BodyPartExamined is HIP" in r for r in reasons)
+    assert any("DICOM without pixel data" in r for r in reasons)
+    assert any("cannot decode" in r or "pixel" in r.lower() for r in reasons if "HIP" not in r and "without" not in r)
+    for entry in (spool / "quarantine").iterdir():
+        assert any(f.suffix == ".dcm" for f in entry.iterdir())  # the input is kept beside its reason
+    [record] = results(spool)
+    assert record["image"]["sop_instance_uid"] == str(pydicom.dcmread(dx_files[3], stop_before_pixels=True).SOPInstanceUID)
+    assert [e["event"] for e in node.events()].count("quarantined") == 3
+
+
+def test_watch_takes_complete_files_and_quarantines_bad_ones(node_model, dx_files, tmp_path):
+    drop, spool = tmp_path / "drop", tmp_path / "spool"
+    drop.mkdir()
+    shutil.copy(IMAGES / "00001369_000.png", drop / "png-radiograph.png")
+    shutil.copy(dx_files[1], drop / "dx.dcm")
+    (drop / "empty.dcm").write_bytes(b"")
+    (drop / "corrupt.dcm").write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(2000))
+    (drop / "arriving.png.part").write_bytes((IMAGES / "00004030_000.png").read_bytes())
+    watcher = NodeProcess(["watch", str(drop), "--model", str(node_model), "--spool", str(spool), "--settle", "0.5",
+                           "--health-interval", "1"], tmp_path / "watch.log").start(wait_for="watching")
+    try:
+        watcher.wait_for(lambda: len(results(spool)) == 2 and len(list((spool / "quarantine").iterdir())) == 2, 120,
+                         "two results, two quarantined")
+        assert (drop / "arriving.png.part").exists()  # never taken under its partial name
+        (drop / "arriving.png.part").rename(drop / "arrived.png")
+        watcher.wait_for(lambda: len(results(spool)) == 3, 60, "the renamed file explained")
+    finally:
+        assert watcher.stop() == 0
+    by_format = {r["image"]["format"]: r for r in results(spool)}
+    dicom_files = {f.name for f in (spool / "outbox" / by_format["dicom"]["item"]).iterdir()}
+    png_files = {f.name for f in (spool / "outbox" / by_format["png"]["item"]).iterdir()}
+    assert any(n.startswith("sc-") for n in dicom_files) and not any(n.startswith("sc-") for n in png_files)
+    assert any(n.startswith("overlay-") for n in png_files)
+    reasons = sorted((q / "reason.txt").read_text().strip() for q in (spool / "quarantine").iterdir())
+    assert "empty file (0 bytes)" in reasons
+    assert any("not a readable DICOM" in r or "without pixel data" in r for r in reasons)
+    assert sorted(p.name for p in (drop / "done").iterdir()) == sorted(
+        ["png-radiograph.png", "dx.dcm", "empty.dcm", "corrupt.dcm", "arrived.png"])
+
+
+def test_sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing(node_model, tmp_path):
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    pngs = sorted(IMAGES.glob("*.png"))
+    files = [dx_from_png(pngs[n % len(pngs)], burst / f"{n:02d}.dcm") for n in range(12)]
+    uids = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    spool, port = tmp_path / "spool", free_port()
+    node = serve(node_model, spool, port)
+    assert store(port, files) == [0] * len(files)  # every instance acknowledged, so each must be explained
+    node.wait_for(lambda: len(results(spool)) >= 2, 120, "the first results")
+    node.stop(signal.SIGKILL)
+    done_before = len(results(spool))
+    assert done_before < len(files), "the node finished the burst before it was killed; nothing was tested"
+    node = serve(node_model, spool, port)
+    try:
+        assert store(port, files[:3]) == [0, 0, 0]  # a modality re-sending what it already sent
+        node.wait_for(lambda: len(results(spool)) == len(files) and not list((spool / "inbox").glob("*.dcm")), 180,
+                      "every result after the restart")
+        time.sleep(1.0)
+    finally:
+        assert node.stop() == 0
+    explained = [r["image"]["sop_instance_uid"] for r in results(spool)]
+    assert sorted(explained) == sorted(uids)  # each exactly once
+    assert not list((spool / "quarantine").iterdir())
+    events = [e["event"] for e in node.events()]
+    assert "recovered" in events and events.count("duplicate") == 3
+
+
+def test_a_burst_of_50_goes_through_a_bounded_queue_with_flat_memory(node_model, tmp_path):
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    pngs = sorted(IMAGES.glob("*.png"))
+    files = [dx_from_png(pngs[n % len(pngs)], burst / f"{n:02d}.dcm") for n in range(50)]
+    spool, port = tmp_path / "spool", free_port()
+    node = serve(node_model, spool, port, "--max-queue", "4")
+    try:
+        store(port, files[:5], retry_refused=True)
+        node.wait_for(lambda: len(results(spool)) == 5, 120, "the first five")
+        baseline = node.rss_mb()
+        assert store(port, files[5:], retry_refused=True) == [0] * 45
+        node.wait_for(lambda: len(results(spool)) == 50, 300, "all fifty")
+        grown = node.rss_mb() - baseline
+        health = [e for e in node.events() if e["event"] == "health"]
+    finally:
+        assert node.stop() == 0
+    refused = sum(1 for e in node.events() if e["event"] == "refused")
+    assert refused > 0  # the bound was reached and answered Out of Resources
+    assert max(e["queue"] for e in health) <= 4
+    assert grown < 100, f"resident memory grew by {grown:.0f} MB over 45 images"
+    assert health[-1]["latency_ms"]["p50"] > 0
+    assert np.unique([r["image"]["sop_instance_uid"] for r in results(spool)]).size == 50
+
+
+def test_results_that_cannot_be_sent_stay_and_are_retried(node_model, dx_files, tmp_path):
+    pacs_port, port = free_port(), free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(f"""
+[[callers]]
+ae_title = "MODALITY"
+
+[forward]
+ae_title = "PACS"
+host = "127.0.0.1"
+port = {pacs_port}
+retry_initial_s = 0.5
+retry_max_s = 1
+""")
+    spool, received = tmp_path / "spool", tmp_path / "pacs"
+    received.mkdir()
+    node = NodeProcess(["serve", "--config", str(config), "--model", str(node_model), "--spool", str(spool),
+                        "--port", str(port), "--host", "127.0.0.1"], tmp_path / "node.log").start()
+    try:
+        assert store(port, [dx_files[4]]) == [0]
+        node.wait_for(lambda: sum(e["event"] == "forward_failed" for e in node.events()) >= 2, 60, "failed tries")
+        assert len(list((spool / "outbox").glob("*/*.sent"))) == 0 and len(list((spool / "outbox").glob("*/sc-*.dcm"))) == 2
+        pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "--output-directory", str(received), str(pacs_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            node.wait_for(lambda: len(list(received.iterdir())) == 2 and len(list((spool / "outbox").glob("*/*.sent"))) == 2,
+                          60, "the captures delivered (and their acceptance recorded) once the PACS is up")
+        finally:
+            pacs.terminate()
+            pacs.wait(10)
+    finally:
+        assert node.stop() == 0
+    assert len(list((spool / "outbox").glob("*/*.sent"))) == 2
+    failed = [e for e in node.events() if e["event"] == "forward_failed"]
+    assert failed[0]["retry_in_s"] == 0.5 and failed[1]["retry_in_s"] == 1.0  # doubling, capped

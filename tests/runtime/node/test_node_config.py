@@ -1,0 +1,231 @@
+"""The node's settings, its queue and bookkeeping, the watcher's completeness rule, the log."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from chexplain.runtime.errors import InputError
+from chexplain.runtime.node.config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
+from chexplain.runtime.node.events import EventLog, Metrics, uid_hash
+from chexplain.runtime.node.forwarder import mark_sent, unsent
+from chexplain.runtime.node.spool import Spool
+from chexplain.runtime.node.watcher import FolderWatcher, is_partial
+from chexplain.runtime.node.worker import Node
+from chexplain.runtime.percentiles import percentile
+
+from helpers import ROOT
+
+EXAMPLE = """
+[node]
+ae_title = "EDGE1"
+port = 4242
+spool = "/srv/spool"
+max_queue = 4
+
+[[callers]]
+ae_title = "XRAY_ROOM_1"
+addresses = ["10.0.0.12", "10.0.0.13"]
+
+[[callers]]
+ae_title = "PACS"
+
+[model]
+path = "artifacts/m"
+methods = ["gradcam", "lrp:epsilon"]
+classes = "topk:2"
+
+[results]
+structured_report = true
+max_size = 512
+
+[forward]
+ae_title = "ARCHIVE"
+host = "10.0.0.5"
+port = 104
+retry_initial_s = 1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_is_read_and_flags_override_it(tmp_path):
+    config = load_config(write(tmp_path, EXAMPLE))
+    assert (config.ae_title, config.port, config.spool, config.max_queue) == ("EDGE1", 4242, Path("/srv/spool"), 4)
+    assert config.callers == (Caller("XRAY_ROOM_1", ("10.0.0.12", "10.0.0.13")), Caller("PACS"))
+    assert (config.model, config.methods, config.classes) == ("artifacts/m", ("gradcam", "lrp:epsilon"), "topk:2")
+    assert config.structured_report and config.max_size == 512
+    assert config.forward == Destination("ARCHIVE", "10.0.0.5", 104, 1.0, 300.0)
+    assert config.allows("XRAY_ROOM_1", "10.0.0.13") and not config.allows("XRAY_ROOM_1", "10.0.0.99")
+    assert config.allows("PACS", "192.168.1.1") and not config.allows("OTHER", "10.0.0.12")
+    overridden = with_overrides(config, port=11112, model=None, max_queue=9)
+    assert (overridden.port, overridden.model, overridden.max_queue) == (11112, "artifacts/m", 9)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[node]\nportt = 1\n", "unknown key 'portt' in [node]"),
+    ("[nodes]\n", "unknown table [nodes]"),
+    ("[node]\nport = 'x'\n", "port must be int"),
+    ("[node\n", "not valid TOML"),
+    ("[[callers]]\nae_title = 'A'\naddresses = ['not-an-ip']\n", "is not an IP address"),
+    ("[[callers]]\nae_title = 'MUCH_TOO_LONG_AE_TITLE'\n", "is not an AE title"),
+    ("[forward]\nae_title = 'A'\n", "[forward] needs host, port"),
+    ("[forward]\nae_title = 'A'\nhost = 'h'\nport = '104'\n", "[forward] port must be positive numbers"),
+    ("[forward]\nae_title = 'A'\nhost = 'h'\nport = 104\nretry_max_s = -1\n", "retry_max_s must be positive"),
+])
+def test_config_errors_name_the_file_and_the_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_config(path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_someone_must_be_allowed_to_call():
+    with pytest.raises(ConfigError, match="no calling AE title is allowed"):
+        NodeConfig().check()
+    assert NodeConfig(allow_any_caller=True).check().allows("ANYONE", "1.2.3.4")
+    assert NodeConfig().check(listening=False)  # the folder watcher has no callers
+
+
+def test_command_line_callers_and_destinations():
+    assert Caller.parse("ROOM2@10.1.1.1,10.1.1.2") == Caller("ROOM2", ("10.1.1.1", "10.1.1.2"))
+    assert Destination.parse("PACS@pacs.local:11112") == Destination("PACS", "pacs.local", 11112)
+    with pytest.raises(ConfigError, match="AE@HOST:PORT"):
+        Destination.parse("PACS@pacs.local")
+
+
+class FakeProcessor:
+    """Stands in for the model: 'bad' inputs fail, others give one file; can be held mid-item."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.release.set()
+        self.in_hand = threading.Event()
+        self.seen: list[bytes] = []
+
+    def process(self, item: Path, origin):
+        self.in_hand.set()
+        self.release.wait(10)
+        data = item.read_bytes()
+        self.seen.append(data)
+        if data.startswith(b"bad"):
+            raise InputError(item, "not a radiograph")
+        return {"result.json": b"{}", "copy.bin": data}, {"findings": []}
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    event = threading.Event()
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        event.wait(0.02)
+    raise AssertionError("condition not reached")
+
+
+def test_the_queue_is_bounded_duplicates_are_kept_once_and_failures_quarantined(tmp_path):
+    lines = io.StringIO()
+    processor = FakeProcessor()
+    node = Node(Spool(tmp_path), processor, EventLog(lines), max_queue=2)
+    node.start()
+    processor.release.clear()  # the worker holds the first item
+    assert node.submit(b"one", ".bin", key="aaa") == "accepted"
+    assert node.submit(b"one again", ".bin", key="aaa") == "duplicate"
+    assert node.submit(b"bad two", ".bin", key="bbb") == "accepted"
+    assert node.submit(b"three", ".bin", key="ccc") == "refused"  # two waiting: full
+    processor.release.set()
+    wait_until(lambda: node.depth == 0)
+    assert node.submit(b"three", ".bin", key="ccc") == "accepted"
+    wait_until(lambda: node.depth == 0)
+    node.stop(5)
+    results = sorted((p / "copy.bin").read_bytes() for p in node.spool.outbox.iterdir())
+    assert results == [b"one", b"three"]
+    [quarantined] = list(node.spool.quarantined.iterdir())
+    assert (quarantined / "reason.txt").read_text() == "not a radiograph\n"
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [e["event"] for e in events].count("refused") == 1
+    assert node.health()["processed"] == 2 and node.health()["failed"] == 1 and node.health()["refused"] == 1
+
+
+def test_stop_finishes_the_item_in_hand_and_leaves_the_rest_for_the_next_start(tmp_path):
+    processor = FakeProcessor()
+    node = Node(Spool(tmp_path), processor, EventLog(io.StringIO()), max_queue=10)
+    node.start()
+    processor.release.clear()
+    for n in range(3):
+        node.submit(f"item {n}".encode(), ".bin", key=f"k{n}")
+    assert processor.in_hand.wait(10) and not processor.seen and node.depth == 3
+    stopper = threading.Thread(target=node.stop, args=(10,))
+    stopper.start()
+    processor.release.set()
+    stopper.join(10)
+    assert node.submit(b"late", ".bin") == "refused"
+    assert len(list(node.spool.outbox.iterdir())) == 1 and len(node.spool.pending()) == 2
+    again = Node(Spool(tmp_path), FakeProcessor(), EventLog(io.StringIO()), max_queue=10)
+    again.start()
+    wait_until(lambda: again.depth == 0)
+    again.stop(5)
+    contents = sorted((p / "copy.bin").read_bytes() for p in again.spool.outbox.iterdir())
+    assert contents == [b"item 0", b"item 1", b"item 2"]
+
+
+def test_unsent_results_are_those_without_a_marker(tmp_path):
+    spool = Spool(tmp_path)
+    item = spool.accept(b"x", ".dcm")
+    folder = spool.finish(item, {"result.json": b"{}", "sc-1.dcm": b"a", "sc-2.dcm": b"b"})
+    assert [p.name for p in unsent(spool.outbox)] == ["sc-1.dcm", "sc-2.dcm"]
+    mark_sent(folder / "sc-1.dcm")
+    assert [p.name for p in unsent(spool.outbox)] == ["sc-2.dcm"]
+
+
+def test_the_watcher_takes_only_complete_files(tmp_path):
+    watcher = FolderWatcher(tmp_path, node=None, log=EventLog(io.StringIO()), settle_s=2.0)
+    growing, done, hidden, partial = (tmp_path / n for n in ("growing.dcm", "done.png", ".hidden.png", "x.png.part"))
+    for path in (growing, done, hidden, partial):
+        path.write_bytes(b"12")
+    assert watcher.complete_files(now=100.0) == []  # first sight: not yet stable
+    growing.write_bytes(b"1234")
+    assert watcher.complete_files(now=101.0) == []
+    assert watcher.complete_files(now=102.5) == [done]  # growing changed at 101: 1.5 s only
+    assert set(watcher.complete_files(now=103.5)) == {done, growing}
+    assert is_partial(hidden) and is_partial(partial) and not is_partial(done)
+
+
+def test_the_log_is_json_lines_and_metrics_have_percentiles():
+    stream = io.StringIO()
+    log = EventLog(stream)
+    log("received", sop=uid_hash("1.2.3"), queue=1)
+    record = json.loads(stream.getvalue())
+    assert record["event"] == "received" and record["sop"] == uid_hash("1.2.3") != "1.2.3" and len(record["sop"]) == 16
+    metrics = Metrics()
+    for ms in range(1, 101):
+        metrics.done(float(ms))
+    assert metrics.snapshot()["latency_ms"] == {"p50": 50.0, "p90": 90.0, "p99": 99.0}
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_the_deployment_example_is_a_valid_config():
+    config = load_config(ROOT / "deploy" / "node.toml").check()
+    assert config.callers and config.forward is not None and config.structured_report
+
+
+def test_the_commands_refuse_settings_that_cannot_work(tmp_path):
+    from click.testing import CliRunner
+
+    from chexplain.cli import main
+
+    runner = CliRunner()
+    nobody = runner.invoke(main, ["serve", "--spool", str(tmp_path / "spool")])
+    assert nobody.exit_code == 2 and "no calling AE title is allowed" in nobody.output
+    retry = runner.invoke(main, ["watch", str(tmp_path), "--retry-max", "3"])
+    assert retry.exit_code == 2 and "need a destination" in retry.output
+    bad = runner.invoke(main, ["serve", "--config", str(write(tmp_path, "[node]\nport = 0\n")), "--allow-any-caller"])
+    assert bad.exit_code == 2 and "port 0 is outside 1-65535" in bad.output
+    assert not (tmp_path / "spool").exists()  # nothing was created for a node that did not start

@@ -1,0 +1,52 @@
+"""Secondary Captures of explanations: what a PACS needs to file them with their source image."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from io import BytesIO
+
+import numpy as np
+import pydicom
+
+from chexplain.runtime.node.secondary_capture import (
+    SECONDARY_CAPTURE_STORAGE,
+    SHARED_ATTRIBUTES,
+    secondary_capture,
+    to_bytes,
+    with_banner,
+)
+
+from helpers import SIIM
+
+
+def test_banner_is_on_top_and_the_image_kept_below():
+    image = np.full((300, 400, 3), 90, np.uint8)
+    bannered = with_banner(image)
+    strip = bannered.shape[0] - 300
+    assert bannered.shape[1:] == (400, 3) and strip >= 24
+    assert (bannered[strip:] == image).all()
+    assert bannered[:strip].max() == 255 and (bannered[:strip] == 0).mean() > 0.5  # white text on black
+
+
+def test_secondary_capture_shares_the_study_and_references_the_source():
+    source = pydicom.dcmread(SIIM, stop_before_pixels=True)
+    overlay = np.zeros((256, 200, 3), np.uint8)
+    overlay[..., 2] = 200  # red in BGR
+    ds = secondary_capture(source, overlay, series_uid="1.2.3.4", series_number=901, instance_number=2,
+                           series_description="chexplain Grad-CAM", derivation="Grad-CAM of Cardiomegaly",
+                           now=datetime(2026, 11, 26, 15, 30))
+    back = pydicom.dcmread(BytesIO(to_bytes(ds)))
+    assert back.file_meta.MediaStorageSOPClassUID == SECONDARY_CAPTURE_STORAGE == back.SOPClassUID
+    assert back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID != source.SOPInstanceUID
+    for keyword in SHARED_ATTRIBUTES:
+        assert back.get(keyword) == source.get(keyword, ""), keyword
+    assert back.StudyInstanceUID == source.StudyInstanceUID and back.SeriesInstanceUID == "1.2.3.4"
+    assert back.SeriesInstanceUID != source.SeriesInstanceUID
+    (reference,) = back.SourceImageSequence
+    assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert reference.ReferencedSOPClassUID == source.SOPClassUID
+    assert back.ImageType == ["DERIVED", "SECONDARY"] and back.BurnedInAnnotation == "YES"
+    assert back.ConversionType == "WSD" and back.Modality == "OT" and back.ContentDate == "20261126"
+    pixels = back.pixel_array
+    assert pixels.shape == (back.Rows, 200, 3) and back.Rows > 256  # the banner on top
+    assert (pixels[-1, -1] == [200, 0, 0]).all()  # stored as RGB
