@@ -2,19 +2,34 @@
 
 Every composite shares Zennit's base map: ReLU and unmerged BatchNorm get Pass, average
 pooling and additions get Norm; max pooling, concatenation and reshapes get the
-gradient. Conv2d/Linear (and the first layer) get the rules below.
+gradient. Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
+differ in one place: a BatchNorm gets the z rule (Zennit's Epsilon with its 1e-6
+stabiliser) instead of Pass, which keeps relevance stable on trained networks whose
+BatchNorms cannot be merged (DenseNet's open every dense layer: BatchNorm -> ReLU -> Conv).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..grammar import DEFAULT_EPSILON
 from .graph import OpNode
-from .lrp import DEFAULT_STABILIZER, AlphaBeta, Epsilon, Flat, Gamma, LayerRule, NormPool, NormSum, ZBox, ZPlus
+from .lrp import (
+    DEFAULT_STABILIZER,
+    AlphaBeta,
+    BatchNormEpsilon,
+    Epsilon,
+    Flat,
+    Gamma,
+    LayerRule,
+    NormPool,
+    NormSum,
+    ZBox,
+    ZPlus,
+)
 from .rules import Pass, Rule, gradient_rule
 
 
@@ -27,12 +42,15 @@ class Composite:
     linear: LayerRule
     first: LayerRule | None = None
     stabilizer: float = DEFAULT_STABILIZER
+    batchnorm: str = "pass"  # pass | epsilon
 
     def rule_for(self, op: OpNode, is_first: bool) -> Rule:
         if op.kind in ("conv", "linear"):
             if is_first and self.first is not None:
                 return self.first.build(op)
             return (self.conv if op.kind == "conv" else self.linear).build(op)
+        if op.kind == "batchnorm" and self.batchnorm == "epsilon":
+            return BatchNormEpsilon(op.module, self.stabilizer)
         if op.kind in ("relu", "batchnorm"):
             return Pass()
         if op.kind in ("avgpool", "adaptive_avgpool"):
@@ -72,6 +90,18 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
     "deep-taylor": lambda epsilon, stabilizer, gamma, bounds: Composite(
         "deep-taylor", ZPlus(stabilizer), ZPlus(stabilizer), ZBox(*_require(bounds, "deep-taylor"), stabilizer), stabilizer),
 }
+BATCHNORM_EPSILON_SUFFIX = "-bn"
+
+
+def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..., Composite]:
+    """``base`` with the z rule on every BatchNorm."""
+    return lambda epsilon, stabilizer, gamma, bounds: replace(base(epsilon, stabilizer, gamma, bounds), name=name,
+                                                             batchnorm="epsilon")
+
+
+# The same composites with the z rule on every BatchNorm (measured in README "Trustworthy LRP").
+COMPOSITES.update({name + BATCHNORM_EPSILON_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_EPSILON_SUFFIX)
+                   for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1")})
 
 
 def make_composite(name: str, epsilon: float = DEFAULT_EPSILON, stabilizer: float = DEFAULT_STABILIZER,

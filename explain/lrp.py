@@ -17,7 +17,7 @@ from torch import nn
 
 from .graph import OpNode
 from .linear_maps import linear_map
-from .rules import AvgPoolGradient, Rule
+from .rules import AvgPoolGradient, BatchNormGradient, Rule
 
 DEFAULT_STABILIZER = 1e-6
 
@@ -219,3 +219,24 @@ class NormSum(Rule):
     def backward(self, grad, inputs, output):
         share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
         return [x.unsqueeze(1) * share for x in inputs]
+
+
+class BatchNormEpsilon(Rule):
+    """The epsilon rule on an eval-mode BatchNorm, an affine map y = s x + t per channel:
+    R_x = s x R_y / stabilise(y), as Zennit's Epsilon on a BatchNorm computes it.
+
+    With a small epsilon this is the z rule on the BatchNorm merged into the layer after its
+    ReLU (the gate held fixed): the shift t absorbs its share, so a pre-activation near zero
+    receives relevance in proportion to itself. Passing relevance through the BatchNorm
+    instead hands such a neuron the relevance of the shifted value, and the next rule's
+    division by z + eps sign(z) then lets noise decide its sign.
+    """
+
+    def __init__(self, norm: nn.BatchNorm2d, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__()
+        self.gradient = BatchNormGradient(norm)
+        self.stabilizer = stabilizer
+
+    def backward(self, grad, inputs, output):
+        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
+        return [inputs[0].unsqueeze(1) * self.gradient.backward(share, inputs, output)[0]]

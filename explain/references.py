@@ -62,10 +62,11 @@ def zennit_composite(name: str, epsilon: float = 1.0,
         "epsilon-alpha2beta1": (rules.AlphaBeta(2, 1), rules.Epsilon(epsilon), None),
         "epsilon-gamma-box": (rules.Gamma(0.25), rules.Epsilon(epsilon), box),
         "deep-taylor": (rules.ZPlus(), rules.ZPlus(), box),
-    }[name]
+    }[name.removesuffix("-bn")]
     if name in ("epsilon-gamma-box", "deep-taylor") and box is None:
         raise ValueError(f"composite {name} needs the input bounds")
-    layer_map = [(types.Activation, rules.Pass()), (types.AvgPool, rules.Norm()), (types.BatchNorm, rules.Pass()),
+    batchnorm = rules.Epsilon(1e-6) if name.endswith("-bn") else rules.Pass()
+    layer_map = [(types.Activation, rules.Pass()), (types.AvgPool, rules.Norm()), (types.BatchNorm, batchnorm),
                  (nn.Conv2d, conv), (nn.Linear, linear)]
     if first is None:
         return composites.LayerMapComposite(layer_map=layer_map)

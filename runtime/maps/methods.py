@@ -49,8 +49,9 @@ def graph_methods(explanations: Mapping[str, Any]) -> list[GraphMethod]:
 
 
 def select_methods(available: Sequence[GraphMethod], requested: Sequence[str]) -> list[GraphMethod]:
-    """The requested methods (``lrp`` means ``lrp:epsilon``); the graph's own outputs when none
-    are requested; ``all`` adds the CAM variants computed from exposed gradients."""
+    """The requested methods (``lrp`` means ``lrp:epsilon``, or the graph's LRP map when it has
+    just one); the graph's own outputs when none are requested; ``all`` adds the CAM variants
+    computed from exposed gradients."""
     if not available:
         raise ValueError("this graph has no explanations; export it with --explain (e.g. gradcam,lrp:epsilon)")
     if not requested:
@@ -58,9 +59,12 @@ def select_methods(available: Sequence[GraphMethod], requested: Sequence[str]) -
     if list(requested) == [ALL_METHODS]:
         return list(available)
     by_label = {m.label: m for m in available}
+    lrp = [m for m in available if m.label.startswith(LRP_PREFIX)]
     chosen = []
     for name in requested:
         label = method_label(name)
+        if name == "lrp" and label not in by_label and len(lrp) == 1:  # bare "lrp": the graph's one LRP map
+            label = lrp[0].label
         if label not in by_label:
             raise ValueError(
                 f"method {name!r} is not in the exported graph (it has {', '.join(by_label)}); "

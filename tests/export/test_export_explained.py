@@ -86,7 +86,7 @@ def test_report_and_manifest_describe_the_explanations(default_onnx: Path):
     settings = OnnxRuntimeBackend(default_onnx).manifest.explanations
     assert settings["classes"] == "topk:3" and not settings["targets_input"]
     assert [m["output"] for m in settings["methods"]] == ["gradcam", "lrp"]
-    assert settings["methods"][1]["composite"] == "epsilon" and settings["methods"][1]["epsilon"] == 1.0
+    assert settings["methods"][1]["composite"] == "epsilon-plus-bn" and settings["methods"][1]["epsilon"] == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -102,7 +102,7 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
     cases = document["cases"]
     assert [c["case"]["batch"] for c in cases] == [1, 2]
     for case in cases:
-        assert case["case"]["method"] == "gradcam,lrp:epsilon" and case["case"]["classes"] == 3
+        assert case["case"]["method"] == "gradcam,lrp:epsilon-plus-bn" and case["case"]["classes"] == 3
         latency = case["inference_ms"]
         assert latency["count"] == 3 and latency["min"] <= latency["median"] <= latency["p99"] <= latency["max"]
         assert set(case["stages_ms"]) == {"decode+preprocess", "inference", "postprocess", "end-to-end"}
