@@ -108,8 +108,9 @@ def parse_methods(spec: str) -> list[MethodSpec]:
 
 
 def requested_methods(values: Iterable[str]) -> list[str]:
-    """``--method`` values, repeatable and comma-separated, as canonical labels."""
-    return [method_label(name) for value in values for name in split_list(value)]
+    """``--method`` values, repeatable and comma-separated, one name each (a bare ``lrp`` stays
+    bare: the runtime reads it as the graph's one LRP map, else ``lrp:epsilon``)."""
+    return [name for value in values for name in split_list(value)]
 
 
 # -- classes ------------------------------------------------------------------------------------

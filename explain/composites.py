@@ -44,11 +44,13 @@ class Composite:
     stabilizer: float = DEFAULT_STABILIZER
     batchnorm: str = "pass"  # pass | epsilon
 
-    def rule_for(self, op: OpNode, is_first: bool) -> Rule:
+    def rule_for(self, op: OpNode, is_first: bool, nonnegative_input: bool = False) -> Rule:
+        """``nonnegative_input``: the layer reads a ReLU's output (directly or through pooling
+        and concatenation), so its rule can leave out the negative part's terms."""
         if op.kind in ("conv", "linear"):
             if is_first and self.first is not None:
-                return self.first.build(op)
-            return (self.conv if op.kind == "conv" else self.linear).build(op)
+                return self.first.build(op, nonnegative_input)
+            return (self.conv if op.kind == "conv" else self.linear).build(op, nonnegative_input)
         if op.kind == "batchnorm" and self.batchnorm == "epsilon":
             return BatchNormEpsilon(op.module, self.stabilizer)
         if op.kind in ("relu", "batchnorm"):

@@ -113,9 +113,23 @@ class Explainer(nn.Module):
             if isinstance(method, LRP):
                 composite = method.build()
                 self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(
-                    {op.name: composite.rule_for(op, op.name == self._first_layer)
+                    {op.name: composite.rule_for(op, op.name == self._first_layer, self._nonnegative(op.inputs))
                      for op in self.nodes if op.kind not in STRUCTURAL_KINDS}
                 )
+
+    def _nonnegative(self, names: list[str]) -> bool:
+        """Whether these tensors are >= 0 by construction: ReLU outputs, and pools, concatenations
+        and reshapes of them."""
+        by_name = {op.name: op for op in self.nodes}
+
+        def check(name: str) -> bool:
+            op = by_name[name]
+            if op.kind == "relu":
+                return True
+            return op.kind in ("maxpool", "avgpool", "adaptive_avgpool", "cat", "reshape", "identity") and all(
+                check(n) for n in op.inputs)
+
+        return bool(names) and all(check(n) for n in names)
 
     def _output_keys(self) -> dict[str, str]:
         """Output name per method key: bare 'gradcam'/'lrp' when a family is requested once."""

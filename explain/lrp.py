@@ -10,7 +10,7 @@ the denominators depend on the forward only and are computed once for every clas
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -63,8 +63,8 @@ class LayerRule:
     stabilizer: float = DEFAULT_STABILIZER
     bounds: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
-    def build(self, op: OpNode) -> LayerRelevance:
-        return LayerRelevance(self, op.module)
+    def build(self, op: OpNode, nonnegative_input: bool = False) -> LayerRelevance:
+        return LayerRelevance(self, op.module, nonnegative_input)
 
 
 def _pos(p: torch.Tensor) -> torch.Tensor:
@@ -127,13 +127,21 @@ _ATTRIBUTE_NAMES = {
 
 
 class LayerRelevance(Rule):
-    """A LayerRule bound to one Conv2d/Linear layer, with its modified parameters as buffers."""
+    """A LayerRule bound to one Conv2d/Linear layer, with its modified parameters as buffers.
 
-    def __init__(self, rule: LayerRule, layer: nn.Module) -> None:
+    With ``nonnegative_input`` (the layer reads a ReLU's output) the terms of the input's
+    negative part are left out: they are exactly zero, and z+ and alpha-beta then cost one
+    convolution and one transposed convolution per group instead of two each.
+    """
+
+    def __init__(self, rule: LayerRule, layer: nn.Module, nonnegative_input: bool = False) -> None:
         super().__init__()
-        self.groups, self.stabilizer = rule.groups, rule.stabilizer
-        weight_keys = {t.weight for g in rule.groups for t in g.terms}
-        bias_keys = {t.bias for g in rule.groups for t in g.terms if t.bias}
+        groups = rule.groups
+        if nonnegative_input:
+            groups = tuple(replace(g, terms=tuple(t for t in g.terms if t.source != "neg")) for g in groups)
+        self.groups, self.stabilizer = groups, rule.stabilizer
+        weight_keys = {t.weight for g in groups for t in g.terms}
+        bias_keys = {t.bias for g in groups for t in g.terms if t.bias}
         self.maps = nn.ModuleDict({self._key(k): linear_map(layer, self._modified(rule, k, layer.weight)) for k in weight_keys})
         bias = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
         for key in bias_keys:

@@ -3,7 +3,7 @@ warning and note formats, the verbosity set by ``-v``/``-q``, and a heartbeat fo
 
 Exit codes: 0 everything done, 1 some inputs (or the stage) failed, 2 usage or configuration
 error. Errors and warnings go to stderr, always; notes and progress too, unless ``--quiet``;
-``--verbose`` adds the traceback of an unexpected failure and the stages' detail lines.
+``--verbose`` adds the traceback behind an error.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import NoReturn
 
 import click
 
-EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 HEARTBEAT_S = 15.0
@@ -31,8 +30,9 @@ def verbosity() -> int:
     return context.meta.get(_VERBOSITY_KEY, 0) if context else 0
 
 
-def set_verbosity(level: int) -> None:
-    click.get_current_context().meta[_VERBOSITY_KEY] = level
+def change_verbosity(context: click.Context, step: int) -> None:
+    """One ``-v`` (+1) or ``-q`` (-1), kept within quiet..verbose."""
+    context.meta[_VERBOSITY_KEY] = max(-1, min(1, context.meta.get(_VERBOSITY_KEY, 0) + step))
 
 
 def error(message: str) -> None:
@@ -56,20 +56,9 @@ def info(message: str, err: bool = False) -> None:
         click.echo(message, err=err)
 
 
-def detail(message: str) -> None:
-    """A line only ``--verbose`` shows."""
-    if verbosity() > 0:
-        click.echo(message, err=True)
-
-
 def fail(message: str, code: int = EXIT_SOME_FAILED) -> NoReturn:
     error(message)
     sys.exit(code)
-
-
-def usage(message: str) -> NoReturn:
-    """A usage error (exit 2) in click's own format."""
-    raise click.UsageError(message)
 
 
 def exit_for_failures(failed: int, total: int) -> None:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..grammar import requested_methods
 from . import console, options
+
+if TYPE_CHECKING:
+    from ..models.chexpert_csv import LabelTable
+    from ..runtime.backends import Backend
+    from ..runtime.evaluation.scoring import EvalCase
+    from ..runtime.maps.methods import GraphMethod
 
 
 @click.command()
@@ -85,7 +92,8 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
         sys.exit(console.EXIT_SOME_FAILED)
 
 
-def _evaluate(engine, cases, chosen, labels, **settings) -> dict:
+def _evaluate(engine: Backend, cases: list[EvalCase], chosen: list[GraphMethod], labels: LabelTable | None,
+              **settings: Any) -> dict[str, Any]:
     """Classify every radiograph of the CSV (when there are labels), then explain the cases, with progress bars."""
     from ..runtime.evaluation.scoring import classification, run_evaluation
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..grammar import BACKENDS, DEFAULT_MODEL
+from . import console
+
+if TYPE_CHECKING:
+    from ..runtime.backends import Backend
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -18,9 +22,8 @@ EXPORTED_MODEL_HELP = "Exported model: a name under artifacts/ ($CHEXPLAIN_ARTIF
 
 
 def _set_verbosity(context: click.Context, parameter: click.Parameter, value: int) -> int:
-    if value:
-        level = context.meta.get("chexplain.verbosity", 0) + (1 if parameter.name == "verbose" else -1)
-        context.meta["chexplain.verbosity"] = max(-1, min(1, level))
+    for _ in range(value):
+        console.change_verbosity(context, 1 if parameter.name == "verbose" else -1)
     return value
 
 
@@ -29,7 +32,7 @@ def verbosity(command: Command) -> Command:
     command = click.option("-q", "--quiet", count=True, expose_value=False, callback=_set_verbosity,
                            help="Print only results, warnings and errors.")(command)
     return click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity,
-                        help="Also print tracebacks of failures and the stages' detail lines.")(command)
+                        help="Also print the traceback behind an error.")(command)
 
 
 def inputs(command: Command) -> Command:
@@ -100,11 +103,10 @@ def parse_thresholds(values: tuple[str, ...], class_names: tuple[str, ...]) -> d
     return result
 
 
-def open_model(model: str | None, backend: str | None, threads: int | None):
+def open_model(model: str | None, backend: str | None, threads: int | None) -> Backend:
     """The backend for ``--model``/``--backend``/``--threads``; the stage's refusal is a usage error (exit 2)."""
     from ..runtime.backends import open_backend
     from ..runtime.errors import ModelNotFoundError
-    from . import console
 
     try:
         return open_backend(model, backend or "auto", threads=threads, notify=console.note)
