@@ -9,6 +9,7 @@ Runtime backend its session. ``gpu_timing`` says whether ``time_gpu`` may be set
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 
@@ -17,7 +18,7 @@ import numpy as np
 from ...models.manifest import Manifest
 
 
-class Backend:
+class Backend(ABC):
     """What every backend offers; subclasses set the attributes in ``__init__`` and implement ``run``."""
 
     name: str
@@ -29,12 +30,13 @@ class Backend:
     time_gpu = False
     last_gpu_ms: float | None = None
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The backend, its version and where it runs, for people."""
 
+    @abstractmethod
     def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Run on a batch ``image`` [B, C, H, W]; returns every output by name."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release what the backend holds; closing twice is harmless."""
