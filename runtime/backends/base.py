@@ -38,7 +38,7 @@ class Backend(ABC):
     def run(self, image: np.ndarray, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Run on a batch ``image`` [B, C, H, W]; returns every output by name."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a backend holding nothing needs no override
         """Release what the backend holds; closing twice is harmless."""
 
     def __enter__(self) -> Backend:
