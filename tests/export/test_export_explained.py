@@ -99,7 +99,7 @@ def unseen() -> np.ndarray:
 def test_onnxruntime_equals_pytorch_on_unseen_radiographs(default_onnx: Path, unseen: np.ndarray):
     outputs = OnnxRuntimeBackend(default_onnx).run(unseen)
     model, manifest = load_model()
-    explainer = Explainer(model, [GradCAM(), LRP("epsilon", epsilon=1.0, bounds=input_bounds(manifest))])
+    explainer = Explainer(model, [GradCAM(), LRP("epsilon-plus-bn", epsilon=1.0, bounds=input_bounds(manifest))])
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in explainer(torch.from_numpy(unseen), top_k=3).items()}
     assert np.abs(outputs["probabilities"] - reference["probabilities"]).max() <= 1e-5

@@ -111,13 +111,13 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
         assert fidelity_of["probabilities_max_abs_diff"] <= 1e-5 and fidelity_of["targets_agreement"] == 1.0
         assert fidelity_of["gradcam"]["min_pearson"] >= 0.9999 and fidelity_of["lrp"]["min_pearson"] >= 0.999
     references = {r["reference"]: r for r in document["references"]}
-    assert set(references) == {"pytorch-grad-cam gradcam, 3 classes (batched)", "Zennit epsilon, 3 classes",
+    assert set(references) == {"pytorch-grad-cam gradcam, 3 classes (batched)", "Zennit epsilon-plus-bn, 3 classes",
                                "eager PyTorch forward"}
     for reference in references.values():
         assert reference["speedup"] == pytest.approx(reference["reference_median_ms"] / reference["chexplain_median_ms"])
         assert len(reference["reference_samples_ms"]) >= 3
     markdown = (tmp_path / "bench.md").read_text()
-    assert "| backend | method | K | batch | median ms |" in markdown and "Zennit epsilon, 3 classes" in markdown
+    assert "| backend | method | K | batch | median ms |" in markdown and "Zennit epsilon-plus-bn, 3 classes" in markdown
     assert document["machine"]["cpu"] in markdown
 
 
