@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..explain import LRP, Explainer, GradCAM
-from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER, ClassSelection, parse_methods
+from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER, LRP_PREFIX, ClassSelection, parse_methods
 from ..models.manifest import Manifest
 
 GRADIENT_OUTPUTS = ("target_activations", "target_gradients")
@@ -20,6 +20,23 @@ def build_methods(spec: str, layer: str = DEFAULT_LAYER, epsilon: float = DEFAUL
     """``gradcam,gradcam++,lrp:epsilon,lrp:alpha2beta1`` -> the explainer's methods; ``none`` -> []."""
     return [LRP(m.name, epsilon=epsilon, bounds=bounds) if m.family == "lrp" else GradCAM(layer, m.name)
             for m in parse_methods(spec)]
+
+
+def methods_from_manifest(explanations: dict[str, Any], labels: list[str]) -> dict[str, GradCAM | LRP]:
+    """The explainer methods behind a graph's method labels, as its manifest recorded them
+    (a CAM variant computed from exposed gradients: Grad-CAM of that variant at the exposed layer)."""
+    entries = explanations.get("methods", [])
+    methods: dict[str, GradCAM | LRP] = {}
+    for label in labels:
+        if label.startswith(LRP_PREFIX):
+            entry = next(e for e in entries if e["family"] == "lrp" and f"{LRP_PREFIX}{e['composite']}" == label)
+            bounds = entry.get("bounds")
+            methods[label] = LRP(entry["composite"], epsilon=entry["epsilon"], stabilizer=entry["stabilizer"],
+                                 gamma=entry["gamma"], bounds=None if bounds is None else tuple(map(tuple, bounds)))
+        else:
+            entry = next((e for e in entries if e["family"] == "gradcam" and e["variant"] == label), None)
+            methods[label] = GradCAM(entry["layer"] if entry else explanations["exposed_layer"], label)
+    return methods
 
 
 def input_bounds(manifest: Manifest) -> tuple[tuple[float, ...], tuple[float, ...]]:

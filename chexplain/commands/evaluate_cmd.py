@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..grammar import requested_methods
+from ..grammar import parse_list, requested_methods
 from . import console, options
 
 if TYPE_CHECKING:
@@ -40,16 +40,30 @@ if TYPE_CHECKING:
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Deletion/insertion steps.")
 @click.option("--examples", type=click.IntRange(min=0), default=4, show_default=True,
               help="Example sheets (every method's map, ground truth outlined) for the first N radiographs.")
+@click.option("--noise", "noise_text", default="1e-4,1e-3,1e-2", show_default=True,
+              help="Robustness: Gaussian noise levels as shares of the input's standard deviation, comma-separated, "
+                   "or 'none'.")
+@click.option("--draws", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Noisy copies per radiograph and level (the worst draw is reported).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise draws.")
+@click.option("--randomisation", "randomisation_model", default=None, metavar="MODEL",
+              help="Also the model-parameter randomisation check (Adebayo et al. 2018) with the PyTorch model the "
+                   "graph was exported from: densenet121-chexpert or a checkpoint file. Needs PyTorch.")
+@click.option("--randomisation-images", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Radiographs (their findings) the randomisation check explains.")
 @options.out(Path("evaluation"), "Writes evaluation.json (chexplain.evaluate/1), evaluation.md and examples/.")
 @options.backend()
 @options.threads()
 @options.verbosity
-def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, fraction, steps, examples, out_dir,
-             backend, threads) -> None:
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, fraction, steps, examples,
+             noise_text, draws, seed, randomisation_model, randomisation_images, out_dir, backend, threads) -> None:
     """Measure the explanations against ground truth: pointing game, relevance mass and rank
-    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion. With
-    --data, also the classifier's AUROC per class on every radiograph of the CSV."""
+    accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion; and their
+    robustness to imperceptible input noise (Pearson, SSIM, maximum sensitivity). With --data,
+    also the classifier's AUROC per class on every radiograph of the CSV; with --randomisation,
+    whether each method's maps change when the model's parameters are randomised."""
     from ..models.chexpert_csv import read_labels
+    from ..runtime.evaluation.robustness import robustness_markdown
     from ..runtime.evaluation.scoring import (
         box_cases,
         classification_markdown,
@@ -61,6 +75,7 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
 
     if (data_root is None) == (boxes is None) or (boxes is not None and image_dir is None):
         raise click.UsageError("give --data (phantoms with masks) or --boxes with --images")
+    noise_levels = _noise_levels(noise_text)
     with options.open_model(model, backend, threads) as engine:
         try:
             chosen = select_methods(graph_methods(engine.manifest.explanations), requested_methods(methods))
@@ -73,14 +88,29 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
         if not cases:
             raise click.UsageError("no radiographs with ground truth for the graph's classes")
         document = _evaluate(engine, cases, chosen, labels, fraction=fraction, steps=steps, examples=examples,
-                             sheets=out_dir / "examples", all_classes=class_choice == "all")
+                             sheets=out_dir / "examples", all_classes=class_choice == "all",
+                             noise_levels=noise_levels, draws=draws, seed=seed)
+        document["randomisation"] = None
+        if randomisation_model is not None:
+            document["randomisation"] = _randomisation(engine, randomisation_model, cases[:randomisation_images],
+                                                       [m.label for m in chosen], seed)
     scores = document["classification"]
     table = markdown(document["summary"])
+    robust = robustness_markdown(document["summary"])
+    if robust:
+        table += (f"\nRobustness: each map against {draws} noisy copies of its input per level (noise std as a share "
+                  f"of the input's std); Pearson and SSIM as mean (worst), mean maximum sensitivity\n\n{robust}")
     if scores is not None:
         table = (f"Classification ({scores['images']} radiographs of {data_root / csv_name})\n\n"
                  f"{classification_markdown(scores)}\nExplanations\n\n{table}")
         reported = {f["image"] for f in document["failures"]}
         document["failures"] += [f for f in scores["failures"] if f["image"] not in reported]
+    if document["randomisation"] is not None:
+        from ..explain.sanity import randomisation_markdown
+
+        result = document["randomisation"]
+        table += (f"\nModel-parameter randomisation (cascading, from the logits down; {result['maps']} maps): "
+                  f"Spearman of |map| / SSIM with the trained model's maps\n\n{randomisation_markdown(result)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n")
     (out_dir / "evaluation.md").write_text(table)
@@ -90,6 +120,60 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
     console.info(f"results: {out_dir / 'evaluation.json'}", err=True)
     if document["failures"]:
         sys.exit(console.EXIT_SOME_FAILED)
+
+
+def _noise_levels(text: str) -> list[float]:
+    """``1e-4,1e-3`` -> [1e-4, 1e-3]; ``none`` -> [] (robustness not measured)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        levels = parse_list(text, float)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected noise levels such as 1e-4,1e-3,1e-2, or none",
+                                 param_hint="--noise") from None
+    if any(not 0 < level < 1 for level in levels):
+        raise click.BadParameter(f"{text!r}: each level is a share of the input's std, between 0 and 1",
+                                 param_hint="--noise")
+    return list(dict.fromkeys(levels))
+
+
+def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labels: list[str],
+                   seed: int) -> dict[str, Any]:
+    """The cascading randomisation check in PyTorch, for the graph's methods as exported."""
+    from ..optional import MissingDependency, require
+
+    try:
+        require("torch", "the randomisation check (--randomisation)")
+    except MissingDependency as error:
+        raise click.UsageError(str(error)) from None
+    import numpy as np
+    import torch
+
+    from ..explain.sanity import cascading_randomisation, explainer_maps, randomisation_stages
+    from ..export.explained import methods_from_manifest
+    from ..models.checkpoints import CheckpointError
+    from ..models.zoo import load_model
+    from ..runtime.backends import probability_targets
+    from ..runtime.evaluation.scoring import case_inputs
+
+    try:
+        model = load_model(model_spec)[0].eval()
+        images, targets = case_inputs(engine, cases)
+    except (CheckpointError, ValueError, OSError) as error:
+        raise click.UsageError(f"--randomisation {model_spec}: {error}") from None
+    with torch.no_grad():
+        probabilities = torch.sigmoid(model(torch.from_numpy(images[:1]))).numpy()
+    graph = engine.run(images[:1], targets=probability_targets(engine, 1, 0))["probabilities"]
+    if probabilities.shape != graph.shape or np.abs(probabilities - graph).max() > 1e-3:
+        raise click.UsageError(f"--randomisation {model_spec}: not the model {engine.path} was exported from "
+                               f"(its probabilities differ); give that model")
+    maps_of = explainer_maps(methods_from_manifest(engine.manifest.explanations, labels), torch.from_numpy(images),
+                             targets)
+    stages = randomisation_stages(model)
+    console.info(f"randomisation check: {len(stages)} blocks, {len(images)} radiographs", err=True)
+    with click.progressbar(length=len(stages), label="randomising", file=sys.stderr,
+                           hidden=console.verbosity() < 0) as bar:
+        return cascading_randomisation(model, maps_of, seed=seed, progress=lambda index, _: bar.update(1))
 
 
 def _evaluate(engine: Backend, cases: list[EvalCase], chosen: list[GraphMethod], labels: LabelTable | None,

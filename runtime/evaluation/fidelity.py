@@ -1,5 +1,5 @@
 """How close one run's outputs are to a reference's: shared by the export's parity check and
-the benchmark. numpy only."""
+the benchmark."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .similarity import pearson
+
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     """Max |difference|, the reference's scale, relative L2 error and Pearson correlation."""
@@ -15,12 +17,11 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf maps (overflowing rules) are judged, not warned about
         scale = float(np.abs(ref).max()) if ref.size else 0.0
         norm = float(np.linalg.norm(ref))
-        pearson = float(np.corrcoef(ref, got)[0, 1]) if ref.size > 1 and ref.std() > 0 and got.std() > 0 else float(np.array_equal(ref, got))
         return {
             "max_abs_diff": float(np.abs(ref - got).max()) if ref.size else 0.0,
             "scale": scale,
             "relative_l2": float(np.linalg.norm(ref - got) / norm) if norm > 0 else 0.0,
-            "pearson": pearson,
+            "pearson": pearson(ref, got),
         }
 
 

@@ -6,7 +6,8 @@ NIH-style bounding box (``Image Index, Finding Label, x, y, w, h``). The graph m
 ``targets`` input (``chexplain export --classes input``) so that each image is explained for
 its own findings. Localisation is measured on the radiograph's own pixel grid; deletion and
 insertion perturb the network input (most relevant pixels first, towards a blurred copy)
-and read the class probability from the same graph. No torch.
+and read the class probability from the same graph; robustness compares each map with the
+maps of noisy copies of the input (robustness.py). No torch.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .map_metrics import (
     relevance_rank_accuracy,
     top_region_iou,
 )
+from .robustness import NOISE_DRAWS, NOISE_LEVELS, level_name, map_robustness, noisy_copies, summarize_robustness
 
 EVALUATE_SCHEMA = "chexplain.evaluate/1"
 NIH_TO_CHEXPERT = {
@@ -113,6 +115,25 @@ def require_targets(backend: Backend) -> None:
                          f"targets input: chexplain export --classes input")
 
 
+def case_inputs(backend: Backend, cases: Sequence[EvalCase]) -> tuple[np.ndarray, list[list[int]]]:
+    """The network inputs [N, C, H, W] of the cases and each one's findings as class indices
+    (what the randomisation check explains); unreadable radiographs are left out."""
+    classes = backend.manifest.classes
+    images, targets = [], []
+    for case in cases:
+        findings = [classes.index(f) for f in case.regions if f in classes]
+        try:
+            radiograph = read_radiograph(case.path, allow_any_view=True)
+        except (InputError, ValueError, OSError):
+            continue  # already reported by the evaluation
+        if findings:
+            images.append(preprocess(radiograph.pixels, backend.manifest.preprocessing)[0])
+            targets.append(findings)
+    if not images:
+        raise ValueError("no readable radiograph with findings of the graph's classes")
+    return np.stack(images), targets
+
+
 def classification(backend: Backend, table: LabelTable,
                    progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
     """AUROC per class of the graph's probabilities against a CSV's labels (those ``table``
@@ -181,11 +202,29 @@ def example_sheet(gray01: np.ndarray, rows: Sequence[SheetRow]) -> np.ndarray:
     return sheet(gray01, lines)
 
 
+def _at_input(native: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A map at the network input's grid (a CAM upsampled; LRP's map is already there)."""
+    return cv2.resize(native.astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
+
+
+def _noisy_maps(backend: Backend, image: np.ndarray, targets: np.ndarray, methods: Sequence[GraphMethod],
+                noise_levels: Sequence[float], draws: int, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """Per noise level, each method's maps [draws, K, h, w] of noisy copies of the input."""
+    noisy = {}
+    for level in noise_levels:
+        outputs = backend.run(noisy_copies(image, level, draws, rng), targets=np.repeat(targets, draws, axis=0))
+        noisy[level_name(level)] = [method.maps(outputs) for method in methods]
+    return noisy
+
+
 def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMethod], *, fraction: float,
-                  steps: int, sheet_path: Path | None = None, all_classes: bool = False) -> list[dict[str, Any]]:
+                  steps: int, sheet_path: Path | None = None, all_classes: bool = False,
+                  noise_levels: Sequence[float] = NOISE_LEVELS, draws: int = NOISE_DRAWS,
+                  rng: np.random.Generator | None = None) -> list[dict[str, Any]]:
     """Every metric for each finding of one radiograph and each method; with ``all_classes``,
-    also the classes without ground truth there (the metrics that need no mask). With
-    ``sheet_path``, also an example sheet of the findings' maps and their ground truth."""
+    also the classes without ground truth there (the metrics that need no mask); robustness
+    at each of ``noise_levels`` (none: not measured). With ``sheet_path``, also an example
+    sheet of the findings' maps and their ground truth."""
     classes = backend.manifest.classes
     findings = [f for f in case.regions if f in classes]
     if not findings:
@@ -195,6 +234,8 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
     image, geometry = preprocess(radiograph.pixels, backend.manifest.preprocessing)
     targets = np.array([[classes.index(f) for f in explained]], np.int64)
     outputs = backend.run(image[None], targets=targets)
+    noisy = _noisy_maps(backend, image, targets, methods, noise_levels, draws,
+                        rng if rng is not None else np.random.default_rng(0))
     baseline = _blurred(image)
     records = []
     shown: dict[str, list[tuple[GraphMethod, np.ndarray]]] = {finding: [] for finding in findings}
@@ -204,7 +245,10 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
         mask = case.mask(finding, heat.shape) if finding in case.regions else None
         if mask is not None:
             shown[finding].append((method, heat))
-        at_input = cv2.resize(item.native.astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
+        at_input = _at_input(item.native, image)
+        which, rank = methods.index(method), item.rank - 1
+        robustness = {level: map_robustness(at_input, [_at_input(maps[which][d, rank], image) for d in range(draws)])
+                      for level, maps in noisy.items()}
 
         def score(batch: np.ndarray, index: int = classes.index(finding)) -> np.ndarray:
             result = backend.run(batch.astype(np.float32), targets=probability_targets(backend, len(batch), index))
@@ -226,6 +270,7 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
             "component_size": size,
             "deletion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps)),
             "insertion_auc": curve_auc(perturbation_curve(score, image, at_input, baseline, steps, insertion=True)),
+            "robustness": robustness,
         })
     if sheet_path is not None:
         rows = [(finding, case.mask(finding, radiograph.size), maps) for finding, maps in shown.items()]
@@ -252,7 +297,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups += [(ABSENT, absent)] if absent else []
         for finding, group in groups:
             rows.append({"method": method, "finding": finding, "n": len(group),
-                         **{m: _mean([r[m] for r in group]) for m in METRICS}})
+                         **{m: _mean([r[m] for r in group]) for m in METRICS},
+                         "robustness": summarize_robustness(group)})
     return rows
 
 
@@ -270,10 +316,12 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequence[GraphMethod], *, fraction: float = 0.05,
                    steps: int = 10, examples: int = 0, sheets: Path | None = None, all_classes: bool = False,
+                   noise_levels: Sequence[float] = NOISE_LEVELS, draws: int = NOISE_DRAWS, seed: int = 0,
                    progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate every case (its findings; with ``all_classes`` every class); a radiograph that
     cannot be read is reported and skipped. The first ``examples`` cases also get an example
-    sheet in ``sheets``."""
+    sheet in ``sheets``. Case i's noise draws come from seed (``seed``, i): reproducible, and
+    independent of which other cases are evaluated."""
     require_targets(backend)
     records, failures = [], []
     for index, case in enumerate(cases, 1):
@@ -282,12 +330,15 @@ def run_evaluation(backend: Backend, cases: Sequence[EvalCase], methods: Sequenc
             sheet_path = sheets / f"{index:03d}-{slug('-'.join(case.path.with_suffix('').parts[-3:]))}.png"
         try:
             records += evaluate_case(backend, case, methods, fraction=fraction, steps=steps, sheet_path=sheet_path,
-                                     all_classes=all_classes)
+                                     all_classes=all_classes, noise_levels=noise_levels, draws=draws,
+                                     rng=np.random.default_rng([seed, index]))
         except (InputError, ValueError, OSError) as error:
             failures.append({"image": str(case.path), "error": str(error)})
         if progress:
             progress(index, str(case.path))
     return {"schema": EVALUATE_SCHEMA, "model": backend.manifest.name, "graph": str(backend.path),
             "settings": {"top_fraction": fraction, "perturbation_steps": steps, "baseline": "Gaussian blur (sigma = width / 20)",
-                         "classes": "all" if all_classes else "positive"},
+                         "classes": "all" if all_classes else "positive",
+                         "noise_levels": [level_name(level) for level in noise_levels], "noise_draws": draws,
+                         "noise_seed": seed},
             "summary": summarize(records), "records": records, "failures": failures}

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from chexplain.cli import main
 from chexplain.models.chexpert_csv import read_labels
 from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest
 from chexplain.models.metrics import auroc
+from chexplain.models.zoo import seeded_model
 from chexplain.runtime.evaluation.scoring import ABSENT, METRICS, EvalCase, box_cases, classification, phantom_cases
 from chexplain.runtime.inputs.preprocess import preprocess
 from chexplain.runtime.inputs.reader import read_radiograph
@@ -96,6 +98,52 @@ def test_evaluate_command_on_phantoms(targets_graph: Path, phantom_data: Path, t
         assert overall["mass_accuracy"] == pytest.approx(
             np.mean([r["mass_accuracy"] for r in document["records"] if r["method"] == method]))
     assert "| lrp:epsilon | all findings |" in result.stdout and (tmp_path / "evaluation.md").is_file()
+    assert document["settings"]["noise_levels"] == ["1e-04", "1e-03", "1e-02"] and document["settings"]["noise_draws"] == 3
+    for record in document["records"]:
+        assert set(record["robustness"]) == {"1e-04", "1e-03", "1e-02"}
+        for level in record["robustness"].values():
+            assert -1.0 <= level["pearson"] <= 1.0 and -1.0 <= level["ssim"] <= 1.0 and level["max_sensitivity"] >= 0
+    cam = summary[("gradcam", "all findings")]["robustness"]
+    assert cam["1e-04"]["max_sensitivity"]["mean"] < cam["1e-02"]["max_sensitivity"]["mean"]  # more noise, more change
+    assert cam["1e-03"]["pearson"]["worst"] > 0.99
+    assert "| Pearson @1e-04 |" in result.stdout and document["randomisation"] is None
+
+
+def test_evaluate_noise_draws_are_seeded(targets_graph: Path, phantom_data: Path, tmp_path: Path):
+    args = ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data), "--limit", "1", "--steps", "2",
+            "--examples", "0", "--methods", "lrp:epsilon", "--noise", "1e-2", "--draws", "2", "--threads", "2"]
+    runs = [CliRunner().invoke(main, [*args, "--seed", seed, "--out", str(tmp_path / name)])
+            for seed, name in (("4", "a"), ("4", "b"), ("5", "c"))]
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    a, b, c = (json.loads((tmp_path / name / "evaluation.json").read_text())["records"] for name in "abc")
+    assert [r["robustness"] for r in a] == [r["robustness"] for r in b]  # same seed, same draws
+    assert [r["robustness"] for r in a] != [r["robustness"] for r in c]
+    none = CliRunner().invoke(main, [*args, "--noise", "none", "--out", str(tmp_path / "none")])
+    assert none.exit_code == 0 and "Pearson @" not in none.stdout
+    assert json.loads((tmp_path / "none" / "evaluation.json").read_text())["records"][0]["robustness"] == {}
+    bad = CliRunner().invoke(main, [*args, "--noise", "2", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_evaluate_randomisation_check(targets_graph: Path, phantom_data: Path, tmp_path: Path):
+    """The cascade on the graph's own model: every block re-initialised in turn, maps compared."""
+    args = ["evaluate", "--model", str(targets_graph), "--data", str(phantom_data), "--limit", "1", "--steps", "2",
+            "--examples", "0", "--methods", "gradcam,lrp:epsilon", "--noise", "none", "--threads", "2",
+            "--randomisation-images", "1"]
+    result = CliRunner().invoke(main, [*args, "--randomisation", "densenet121-chexpert", "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0, result.output
+    check = json.loads((tmp_path / "ok" / "evaluation.json").read_text())["randomisation"]
+    assert [step["randomised_down_to"] for step in check["steps"]][:2] == ["classifier", "features.norm5"]
+    assert len(check["steps"]) == 11 and set(check["verdicts"]) == {"gradcam", "lrp:epsilon"}
+    for step in check["steps"]:
+        for values in step["methods"].values():
+            assert -1.0 <= values["spearman_abs"] <= 1.0 and -1.0 <= values["ssim"] <= 1.0
+    assert check["verdicts"]["gradcam"]["passed"]  # Grad-CAM of a random classifier is another map
+    assert "| randomised down to | gradcam | lrp:epsilon |" in result.stdout and "| verdict |" in result.stdout
+    other = tmp_path / "seeded.pt"
+    torch.save(seeded_model()[0].state_dict(), other)
+    wrong = CliRunner().invoke(main, [*args, "--randomisation", str(other), "--out", str(tmp_path / "wrong")])
+    assert wrong.exit_code == 2 and "not the model" in wrong.stderr
 
 
 def test_evaluate_all_classes_adds_the_classes_without_ground_truth(targets_graph: Path, phantom_data: Path,
