@@ -15,8 +15,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE ?= chexplain/samples/00000001_000.png
 MODEL_ONNX ?= artifacts/densenet121-chexpert/model.onnx
-# Engine precision: fp32. (mixed, the classifier in FP16 and the explanations in FP32, keeps
-# Grad-CAM but not every LRP map of the trained demo model: README "Precision plan".)
+# Engine precision: fp32. (mixed, the classifier in FP16 and the explanations in FP32, keeps every
+# map of the default graph on ONNX Runtime, README "Precision plan"; PRECISION=mixed builds it, and
+# tests/gpu/check.sh compares it with FP32 on TensorRT.)
 PRECISION ?= fp32
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # The bundled demo model: DenseNet121 from scratch on 3000 phantoms (600 more for validation).
@@ -27,8 +28,9 @@ DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers
 # (seed 1), one graph per LRP composite (the exporter's optimiser slows down sharply with
 # several backward passes in one graph).
 STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
-  epsilon-gamma-box deep-taylor
-STUDY_EVALUATION ?= --limit 60 --steps 5
+  epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn
+# Robustness at the default noise levels; the randomisation check on the graphs' own model.
+STUDY_EVALUATION ?= --limit 60 --steps 5 --randomisation densenet121-chexpert
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
 .PHONY: export engine test lint system-packages install dev clean check-jetson-wheels demo-model demo-study

@@ -56,9 +56,9 @@ def test_mixed_runs_the_forward_in_fp16_and_the_explanations_in_fp32(default_onn
     assert read_manifest(graphs["mixed"]).precision == "mixed" and read_manifest(default_onnx).precision == "fp32"
 
 
-def test_mixed_keeps_grad_cam_and_is_judged_per_map(outputs: dict[str, dict[str, np.ndarray]]):
-    """On the trained demo model the FP16 forward keeps the probabilities and Grad-CAM, but not
-    every LRP map (README "Precision plan"); the judge must flag exactly that."""
+def test_mixed_keeps_every_map(outputs: dict[str, dict[str, np.ndarray]]):
+    """On the trained demo model the FP16 forward keeps the probabilities, Grad-CAM and the
+    default LRP (epsilon-plus-bn, whose maps do not flip with rounding; README "Precision plan")."""
     reference, mixed = outputs["fp32"], outputs["mixed"]
     assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
     assert (mixed["targets"] == reference["targets"]).mean() >= 0.8
@@ -67,7 +67,7 @@ def test_mixed_keeps_grad_cam_and_is_judged_per_map(outputs: dict[str, dict[str,
     lrp = map_pearsons(reference["lrp"], mixed["lrp"], same)
     assert len(gradcam) == len(lrp) == same.sum() >= 0.7 * same.size
     assert min(gradcam) >= 0.99 and judge_reduced("gradcam", {"min_map_pearson": min(gradcam)})[1]
-    assert judge_reduced("lrp", {"min_map_pearson": min(lrp)})[1] == (min(lrp) >= 0.99)
+    assert min(lrp) >= 0.99 and judge_reduced("lrp", {"min_map_pearson": min(lrp)})[1]
     assert all(np.isfinite(mixed[name]).all() for name in ("gradcam", "lrp"))
 
 
