@@ -28,7 +28,7 @@ DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers
 # (seed 1), one graph per LRP composite (the exporter's optimiser slows down sharply with
 # several backward passes in one graph).
 STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
-  epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn
+  epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn epsilon-plus-flat-bn
 # Robustness at the default noise levels; the randomisation check on the graphs' own model.
 STUDY_EVALUATION ?= --limit 60 --steps 5 --randomisation densenet121-chexpert
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0

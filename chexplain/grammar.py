@@ -20,7 +20,7 @@ CAM_VARIANTS = ("gradcam", "gradcam++", "hirescam", "layercam", "guided-gradcam"
 LRP_COMPOSITES = ("epsilon", "z", "alpha2beta1", "alpha1beta0", "epsilon-plus", "epsilon-plus-flat",
                   "epsilon-alpha2beta1", "epsilon-gamma-box", "deep-taylor",
                   # the same with the z rule on every BatchNorm instead of Pass (explain/composites.py)
-                  "epsilon-bn", "alpha2beta1-bn", "epsilon-plus-bn", "epsilon-alpha2beta1-bn")
+                  "epsilon-bn", "alpha2beta1-bn", "epsilon-plus-bn", "epsilon-alpha2beta1-bn", "epsilon-plus-flat-bn")
 LRP_PREFIX = "lrp:"
 DEFAULT_COMPOSITE = "epsilon"
 NO_METHODS = "none"

@@ -103,7 +103,7 @@ def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..
 
 # The same composites with the z rule on every BatchNorm (measured in README "Trustworthy LRP").
 COMPOSITES.update({name + BATCHNORM_EPSILON_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_EPSILON_SUFFIX)
-                   for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1")})
+                   for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat")})
 
 
 def make_composite(name: str, epsilon: float = DEFAULT_EPSILON, stabilizer: float = DEFAULT_STABILIZER,
