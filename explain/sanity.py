@@ -21,12 +21,12 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from ..runtime.evaluation.similarity import spearman, ssim
+from ..runtime.maps.render import at_input_grid
 from .explainer import LRP, Explainer, GradCAM
 
 INSENSITIVE_AT = 0.5  # Spearman of |map| with every block randomised, at or above which a method fails
@@ -109,7 +109,7 @@ def explainer_maps(methods: dict[str, GradCAM | LRP], images: torch.Tensor,
                 out = explainer(image[None], torch.tensor([list(chosen)], dtype=torch.int64))
                 for label, name in names.items():
                     for heat in out[name][0].double().numpy():
-                        collected[label].append(cv2.resize(heat, size[::-1], interpolation=cv2.INTER_LINEAR))
+                        collected[label].append(at_input_grid(heat, size))
         return {label: np.stack(values) for label, values in collected.items()}
 
     return maps_of

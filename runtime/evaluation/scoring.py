@@ -30,7 +30,7 @@ from ..inputs.preprocess import preprocess
 from ..inputs.reader import read_radiograph
 from ..maps.colour import overlay
 from ..maps.methods import GraphMethod
-from ..maps.render import class_maps
+from ..maps.render import at_input_grid, class_maps
 from ..maps.sheet import sheet
 from .map_metrics import (
     curve_auc,
@@ -202,11 +202,6 @@ def example_sheet(gray01: np.ndarray, rows: Sequence[SheetRow]) -> np.ndarray:
     return sheet(gray01, lines)
 
 
-def _at_input(native: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """A map at the network input's grid (a CAM upsampled; LRP's map is already there)."""
-    return cv2.resize(native.astype(np.float32), image.shape[:0:-1], interpolation=cv2.INTER_LINEAR)
-
-
 def _noisy_maps(backend: Backend, image: np.ndarray, targets: np.ndarray, methods: Sequence[GraphMethod],
                 noise_levels: Sequence[float], draws: int, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
     """Per noise level, each method's maps [draws, K, h, w] of noisy copies of the input."""
@@ -245,9 +240,9 @@ def evaluate_case(backend: Backend, case: EvalCase, methods: Sequence[GraphMetho
         mask = case.mask(finding, heat.shape) if finding in case.regions else None
         if mask is not None:
             shown[finding].append((method, heat))
-        at_input = _at_input(item.native, image)
+        at_input = at_input_grid(item.native, image.shape[1:])
         which, rank = methods.index(method), item.rank - 1
-        robustness = {level: map_robustness(at_input, [_at_input(maps[which][d, rank], image) for d in range(draws)])
+        robustness = {level: map_robustness(at_input, [at_input_grid(maps[which][d, rank], image.shape[1:]) for d in range(draws)])
                       for level, maps in noisy.items()}
 
         def score(batch: np.ndarray, index: int = classes.index(finding)) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..inputs.preprocess import Geometry
@@ -37,6 +38,12 @@ def class_maps(outputs: Mapping[str, np.ndarray], geometry: Geometry, methods: S
     native = [method.maps(outputs)[index] for method in methods]  # each [K, h, w], computed once
     return [ClassMap(rank, int(target), method, maps[rank - 1], geometry.to_original(maps[rank - 1]))
             for rank, target in enumerate(targets, 1) for method, maps in zip(methods, native)]
+
+
+def at_input_grid(native: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map on the network input's (height, width) grid: a CAM upsampled bilinearly, LRP's
+    map unchanged; where evaluation compares and perturbs maps."""
+    return cv2.resize(native.astype(np.float32), size[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def explained_targets(outputs: Mapping[str, np.ndarray], keep: int | None = None, index: int = 0) -> list[int]:
