@@ -3,9 +3,9 @@
 Every composite shares Zennit's base map: ReLU and unmerged BatchNorm get Pass, average
 pooling and additions get Norm; max pooling, concatenation and reshapes get the
 gradient. Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
-differ in one place: a BatchNorm gets the z rule (Zennit's Epsilon with its 1e-6
-stabiliser) instead of Pass, which keeps relevance stable on trained networks whose
-BatchNorms cannot be merged (DenseNet's open every dense layer: BatchNorm -> ReLU -> Conv).
+differ in one place: a BatchNorm gets the epsilon rule with ``BATCHNORM_EPSILON`` instead of
+Pass, which keeps relevance stable on trained networks whose BatchNorms cannot be merged
+(DenseNet's open every dense layer: BatchNorm -> ReLU -> Conv).
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ from .lrp import (
 )
 from .rules import Pass, Rule, gradient_rule
 
+# The -bn composites' epsilon on BatchNorms. The z rule's 1e-6 leaves a jump where a
+# BatchNorm's output crosses zero (the relevance s x R / y of a pre-activation switches
+# between s x times the next layer's share and 0); noise of 1e-3 of the input's spread hits
+# one now and then (min Pearson 0.885 over 24 maps and draws on the bundled model). 1e-3
+# smooths the switch over |y| < 1e-3: every draw >= 0.999, conservation 0.765 for 0.769.
+BATCHNORM_EPSILON = 1e-3
+
 
 @dataclass
 class Composite:
@@ -52,7 +59,7 @@ class Composite:
                 return self.first.build(op, nonnegative_input)
             return (self.conv if op.kind == "conv" else self.linear).build(op, nonnegative_input)
         if op.kind == "batchnorm" and self.batchnorm == "epsilon":
-            return BatchNormEpsilon(op.module, self.stabilizer)
+            return BatchNormEpsilon(op.module, BATCHNORM_EPSILON)
         if op.kind in ("relu", "batchnorm"):
             return Pass()
         if op.kind in ("avgpool", "adaptive_avgpool"):
@@ -96,12 +103,12 @@ BATCHNORM_EPSILON_SUFFIX = "-bn"
 
 
 def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..., Composite]:
-    """``base`` with the z rule on every BatchNorm."""
+    """``base`` with the epsilon rule (``BATCHNORM_EPSILON``) on every BatchNorm."""
     return lambda epsilon, stabilizer, gamma, bounds: replace(base(epsilon, stabilizer, gamma, bounds), name=name,
                                                              batchnorm="epsilon")
 
 
-# The same composites with the z rule on every BatchNorm (measured in README "Trustworthy LRP").
+# The same composites with the epsilon rule on every BatchNorm (measured in README "Trustworthy LRP").
 COMPOSITES.update({name + BATCHNORM_EPSILON_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_EPSILON_SUFFIX)
                    for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat")})
 

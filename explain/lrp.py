@@ -237,7 +237,8 @@ class BatchNormEpsilon(Rule):
     ReLU (the gate held fixed): the shift t absorbs its share, so a pre-activation near zero
     receives relevance in proportion to itself. Passing relevance through the BatchNorm
     instead hands such a neuron the relevance of the shifted value, and the next rule's
-    division by z + eps sign(z) then lets noise decide its sign.
+    division by z + eps sign(z) then lets noise decide its sign. The epsilon itself must not
+    be tiny either: it is the width over which R_x falls to 0 as y crosses zero.
     """
 
     def __init__(self, norm: nn.BatchNorm2d, stabilizer: float = DEFAULT_STABILIZER) -> None:

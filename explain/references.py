@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..optional import require
+from .composites import BATCHNORM_EPSILON
 
 
 def _cam_class(variant: str) -> Any:
@@ -65,7 +66,7 @@ def zennit_composite(name: str, epsilon: float = 1.0,
     }[name.removesuffix("-bn")]
     if name in ("epsilon-gamma-box", "deep-taylor") and box is None:
         raise ValueError(f"composite {name} needs the input bounds")
-    batchnorm = rules.Epsilon(1e-6) if name.endswith("-bn") else rules.Pass()
+    batchnorm = rules.Epsilon(BATCHNORM_EPSILON) if name.endswith("-bn") else rules.Pass()
     layer_map = [(types.Activation, rules.Pass()), (types.AvgPool, rules.Norm()), (types.BatchNorm, batchnorm),
                  (nn.Conv2d, conv), (nn.Linear, linear)]
     if first is None:

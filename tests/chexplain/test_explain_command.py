@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
+from chexplain.grammar import DEFAULT_LRP
 from chexplain.runtime.maps.colour import diverging_lut, normalise, overlay
 
 from helpers import IMAGES, RG1_J2K_MONOCHROME1, RG2_HIP
@@ -28,7 +29,7 @@ def test_dicom_explained_on_its_own_pixel_grid(cli: CliRunner, tmp_path: Path):
     assert result.exit_code == 0, result.output
     index = json.loads((tmp_path / "index.json").read_text())
     assert index == json.loads(result.stdout)
-    assert index["schema"] == "chexplain.explain/1" and index["methods"] == ["gradcam", "lrp:epsilon-plus-bn"]
+    assert index["schema"] == "chexplain.explain/1" and index["methods"] == ["gradcam", DEFAULT_LRP]
     (record,) = index["results"]
     probabilities = record["probabilities"]
     explained = record["explained"]
@@ -50,10 +51,10 @@ def test_method_and_class_choices(cli: CliRunner, tmp_path: Path):
     result = cli.invoke(main, ["explain", image, "--out", str(tmp_path), "--method", "lrp", "--classes", "topk:1", "--no-arrays"])
     assert result.exit_code == 0, result.output
     (record,) = json.loads((tmp_path / "index.json").read_text())["results"]
-    assert len(record["explained"]) == 1 and list(record["explained"][0]["files"]) == ["lrp:epsilon-plus-bn"]
+    assert len(record["explained"]) == 1 and list(record["explained"][0]["files"]) == [DEFAULT_LRP]
     assert not list(tmp_path.rglob("*.npy"))
     missing = cli.invoke(main, ["explain", image, "--out", str(tmp_path), "--method", "hirescam"])
-    assert missing.exit_code == 2 and "--explain gradcam,lrp:epsilon-plus-bn,hirescam" in missing.stderr
+    assert missing.exit_code == 2 and f"--explain gradcam,{DEFAULT_LRP},hirescam" in missing.stderr
     too_many = cli.invoke(main, ["explain", image, "--out", str(tmp_path), "--classes", "topk:5"])
     assert too_many.exit_code == 2 and "chexplain export --classes topk:5" in too_many.stderr
 

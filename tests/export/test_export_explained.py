@@ -13,7 +13,7 @@ import torch
 from chexplain.explain import LRP, Explainer, GradCAM
 from chexplain.export.explained import build_methods, input_bounds
 from chexplain.export.precision import convert_precision
-from chexplain.grammar import parse_classes
+from chexplain.grammar import DEFAULT_LRP_COMPOSITE, parse_classes
 from chexplain.models.manifest import CHEXPERT_CLASSES
 from chexplain.models.zoo import load_model
 from chexplain.runtime import OnnxRuntimeBackend, preprocess, read_radiograph
@@ -86,7 +86,7 @@ def test_report_and_manifest_describe_the_explanations(default_onnx: Path):
     settings = OnnxRuntimeBackend(default_onnx).manifest.explanations
     assert settings["classes"] == "topk:3" and not settings["targets_input"]
     assert [m["output"] for m in settings["methods"]] == ["gradcam", "lrp"]
-    assert settings["methods"][1]["composite"] == "epsilon-plus-bn" and settings["methods"][1]["epsilon"] == 1.0
+    assert settings["methods"][1]["composite"] == DEFAULT_LRP_COMPOSITE and settings["methods"][1]["epsilon"] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def unseen() -> np.ndarray:
 def test_onnxruntime_equals_pytorch_on_unseen_radiographs(default_onnx: Path, unseen: np.ndarray):
     outputs = OnnxRuntimeBackend(default_onnx).run(unseen)
     model, manifest = load_model()
-    explainer = Explainer(model, [GradCAM(), LRP("epsilon-plus-bn", epsilon=1.0, bounds=input_bounds(manifest))])
+    explainer = Explainer(model, [GradCAM(), LRP(DEFAULT_LRP_COMPOSITE, epsilon=1.0, bounds=input_bounds(manifest))])
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in explainer(torch.from_numpy(unseen), top_k=3).items()}
     assert np.abs(outputs["probabilities"] - reference["probabilities"]).max() <= 1e-5

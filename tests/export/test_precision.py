@@ -58,7 +58,7 @@ def test_mixed_runs_the_forward_in_fp16_and_the_explanations_in_fp32(default_onn
 
 def test_mixed_keeps_every_map(outputs: dict[str, dict[str, np.ndarray]]):
     """On the trained demo model the FP16 forward keeps the probabilities, Grad-CAM and the
-    default LRP (epsilon-plus-bn, whose maps do not flip with rounding; README "Precision plan")."""
+    default LRP (a -bn composite, whose maps do not flip with rounding; README "Precision plan")."""
     reference, mixed = outputs["fp32"], outputs["mixed"]
     assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
     assert (mixed["targets"] == reference["targets"]).mean() >= 0.8

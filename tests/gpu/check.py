@@ -28,10 +28,8 @@ import torch  # noqa: E402
 
 from chexplain.explain import LRP, Explainer, GradCAM  # noqa: E402
 from chexplain.explain.composites import COMPOSITES  # noqa: E402
-from chexplain.grammar import DEFAULT_EXPLAIN, parse_methods  # noqa: E402
+from chexplain.grammar import DEFAULT_LRP_COMPOSITE  # noqa: E402
 from chexplain.models.zoo import load_model  # noqa: E402
-
-DEFAULT_COMPOSITE = next(m.name for m in parse_methods(DEFAULT_EXPLAIN) if m.family == "lrp")  # the export default's
 
 MAP_PEARSON = 0.99          # the precision plan's criterion for heatmaps
 PROBABILITY_ATOL = 1e-2     # and for probabilities
@@ -118,7 +116,7 @@ def torch_check(iterations: int) -> bool:
     """The PyTorch explainer on CUDA: parity with CPU, FP16 fidelity, latency."""
     model, _ = load_model()
     model.eval()
-    methods = [GradCAM(), LRP(DEFAULT_COMPOSITE)]
+    methods = [GradCAM(), LRP(DEFAULT_LRP_COMPOSITE)]
     explainer = Explainer(model, methods).eval()
     x = radiographs(224, 4)
     with torch.no_grad():
@@ -151,7 +149,7 @@ def torch_check(iterations: int) -> bool:
             probs <= PROBABILITY_ATOL and cam >= MAP_PEARSON and lrp >= MAP_PEARSON and finite)
         ok &= verdict or not strict
         rows.append([label, f"{probs:.2e}", f"{cam:.4f}", f"{lrp:.4f}", "yes" if finite else "NO", "ok" if verdict else "below"])
-    table(f"PyTorch explainer on {torch.cuda.get_device_name()} vs CPU fp32 (4 radiographs, top 3, Grad-CAM + LRP {DEFAULT_COMPOSITE})",
+    table(f"PyTorch explainer on {torch.cuda.get_device_name()} vs CPU fp32 (4 radiographs, top 3, Grad-CAM + LRP {DEFAULT_LRP_COMPOSITE})",
           ["run", "max abs dprob", "Grad-CAM min pearson", "LRP min pearson", "finite", "criteria"], rows)
 
     ok &= composite_precision(x, targets, device)
@@ -163,17 +161,17 @@ def torch_check(iterations: int) -> bool:
         timings.append(["eager forward", cuda_median_ms(lambda: plain(one), 10, iterations)])
         cam_only = Explainer(model, [GradCAM()]).to(device).eval()
         timings.append(["Grad-CAM, 14 classes", cuda_median_ms(lambda: cam_only(one, top_k=14), 10, iterations)])
-        lrp_only = Explainer(model, [LRP(DEFAULT_COMPOSITE)]).to(device).eval()
+        lrp_only = Explainer(model, [LRP(DEFAULT_LRP_COMPOSITE)]).to(device).eval()
         for k in (1, 3):
-            timings.append([f"LRP {DEFAULT_COMPOSITE}, {k} class{'es' if k > 1 else ''}",
+            timings.append([f"LRP {DEFAULT_LRP_COMPOSITE}, {k} class{'es' if k > 1 else ''}",
                             cuda_median_ms(lambda k=k: lrp_only(one, top_k=k), 10, iterations)])
         with torch.autocast("cuda", dtype=torch.float16):
-            timings.append([f"LRP {DEFAULT_COMPOSITE}, 3 classes, autocast fp16", cuda_median_ms(lambda: lrp_only(one, top_k=3), 10, iterations)])
+            timings.append([f"LRP {DEFAULT_LRP_COMPOSITE}, 3 classes, autocast fp16", cuda_median_ms(lambda: lrp_only(one, top_k=3), 10, iterations)])
         batch = x.repeat(4, 1, 1, 1).to(device)
         per_image = cuda_median_ms(lambda: lrp_only(batch, top_k=1), 5, max(10, iterations // 4)) / batch.shape[0]
-        timings.append([f"LRP {DEFAULT_COMPOSITE}, 1 class, batch {batch.shape[0]}, per image", per_image])
+        timings.append([f"LRP {DEFAULT_LRP_COMPOSITE}, 1 class, batch {batch.shape[0]}, per image", per_image])
         for label, function in (("forward", lambda: plain(one)), ("Grad-CAM, 14 classes", lambda: cam_only(one, top_k=14)),
-                                (f"LRP {DEFAULT_COMPOSITE}, 1 class", lambda: lrp_only(one, top_k=1))):
+                                (f"LRP {DEFAULT_LRP_COMPOSITE}, 1 class", lambda: lrp_only(one, top_k=1))):
             try:
                 replay = cuda_graph(function)
             except RuntimeError as error:

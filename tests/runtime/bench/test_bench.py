@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.grammar import class_count, parse_list
+from chexplain.grammar import DEFAULT_EXPLAIN, DEFAULT_LRP_COMPOSITE, class_count, parse_list
 from chexplain.runtime.bench.cases import Case, interleaved
 from chexplain.runtime.bench.timing import HIGH_VARIATION, median, percentile, summarize, time_calls
 from chexplain.runtime.evaluation.fidelity import fidelity
@@ -102,7 +102,7 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
     cases = document["cases"]
     assert [c["case"]["batch"] for c in cases] == [1, 2]
     for case in cases:
-        assert case["case"]["method"] == "gradcam,lrp:epsilon-plus-bn" and case["case"]["classes"] == 3
+        assert case["case"]["method"] == DEFAULT_EXPLAIN and case["case"]["classes"] == 3
         latency = case["inference_ms"]
         assert latency["count"] == 3 and latency["min"] <= latency["median"] <= latency["p99"] <= latency["max"]
         assert set(case["stages_ms"]) == {"decode+preprocess", "inference", "postprocess", "end-to-end"}
@@ -111,13 +111,13 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
         assert fidelity_of["probabilities_max_abs_diff"] <= 1e-5 and fidelity_of["targets_agreement"] == 1.0
         assert fidelity_of["gradcam"]["min_pearson"] >= 0.9999 and fidelity_of["lrp"]["min_pearson"] >= 0.999
     references = {r["reference"]: r for r in document["references"]}
-    assert set(references) == {"pytorch-grad-cam gradcam, 3 classes (batched)", "Zennit epsilon-plus-bn, 3 classes",
+    assert set(references) == {"pytorch-grad-cam gradcam, 3 classes (batched)", f"Zennit {DEFAULT_LRP_COMPOSITE}, 3 classes",
                                "eager PyTorch forward"}
     for reference in references.values():
         assert reference["speedup"] == pytest.approx(reference["reference_median_ms"] / reference["chexplain_median_ms"])
         assert len(reference["reference_samples_ms"]) >= 3
     markdown = (tmp_path / "bench.md").read_text()
-    assert "| backend | method | K | batch | median ms |" in markdown and "Zennit epsilon-plus-bn, 3 classes" in markdown
+    assert "| backend | method | K | batch | median ms |" in markdown and f"Zennit {DEFAULT_LRP_COMPOSITE}, 3 classes" in markdown
     assert document["machine"]["cpu"] in markdown
 
 

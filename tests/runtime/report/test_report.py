@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
+from chexplain.grammar import DEFAULT_LRP
 
 from helpers import RG1_J2K_MONOCHROME1
 
@@ -39,7 +40,7 @@ def test_reports_are_self_contained_and_hide_the_patient(results):
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) and "url(http" not in page
     assert page.count('<li class="bar') == 14 and page.count('<article class="finding"') == 3
-    assert page.count('data-method="gradcam"') == 3 and page.count('data-method="lrp:epsilon-plus-bn"') == 3
+    assert page.count('data-method="gradcam"') == 3 and page.count(f'data-method="{DEFAULT_LRP}"') == 3
     assert "NOT FOR CLINICAL USE" in page and "densenet121-chexpert" in page
     assert "CompressedSamples" not in page  # RG1's patient name
     index = (results / "index.html").read_text()
