@@ -115,6 +115,23 @@ def explainer_maps(methods: dict[str, GradCAM | LRP], images: torch.Tensor,
     return maps_of
 
 
+SAME_MODEL_ATOL = 1e-3  # probabilities of the graph and the PyTorch model on one radiograph
+
+
+def randomisation_check(model: nn.Module, methods: dict[str, GradCAM | LRP], images: np.ndarray,
+                        targets: Sequence[Sequence[int]], graph_probabilities: np.ndarray, seed: int = 0,
+                        progress: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+    """The cascading check of a graph's methods, run in PyTorch on ``model``: refused (ValueError)
+    unless ``model`` gives the graph's probabilities on the first image, since randomising another
+    model says nothing about the graph's maps."""
+    batch = torch.from_numpy(images)
+    with torch.no_grad():
+        probabilities = torch.sigmoid(model.eval()(batch[:1])).numpy()
+    if probabilities.shape != graph_probabilities.shape or np.abs(probabilities - graph_probabilities).max() > SAME_MODEL_ATOL:
+        raise ValueError("not the model the graph was exported from (its probabilities differ); give that model")
+    return cascading_randomisation(model, explainer_maps(methods, batch, targets), seed=seed, progress=progress)
+
+
 def randomisation_markdown(result: dict[str, Any]) -> str:
     """One row per step, one column per method: Spearman of |map| / SSIM with the trained model's maps."""
     labels = list(result["verdicts"])

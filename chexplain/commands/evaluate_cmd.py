@@ -146,10 +146,7 @@ def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labe
         require("torch", "the randomisation check (--randomisation)")
     except MissingDependency as error:
         raise click.UsageError(str(error)) from None
-    import numpy as np
-    import torch
-
-    from ..explain.sanity import cascading_randomisation, explainer_maps, randomisation_stages
+    from ..explain.sanity import randomisation_check, randomisation_stages
     from ..export.explained import methods_from_manifest
     from ..models.checkpoints import CheckpointError
     from ..models.zoo import load_model
@@ -159,21 +156,16 @@ def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labe
     try:
         model = load_model(model_spec)[0].eval()
         images, targets = case_inputs(engine, cases)
+        graph = engine.run(images[:1], targets=probability_targets(engine, 1, 0))["probabilities"]
+        methods = methods_from_manifest(engine.manifest.explanations, labels)
+        stages = randomisation_stages(model)
+        console.info(f"randomisation check: {len(stages)} blocks, {len(images)} radiographs", err=True)
+        with click.progressbar(length=len(stages), label="randomising", file=sys.stderr,
+                               hidden=console.verbosity() < 0) as bar:
+            return randomisation_check(model, methods, images, targets, graph, seed=seed,
+                                       progress=lambda index, _: bar.update(1))
     except (CheckpointError, ValueError, OSError) as error:
         raise click.UsageError(f"--randomisation {model_spec}: {error}") from None
-    with torch.no_grad():
-        probabilities = torch.sigmoid(model(torch.from_numpy(images[:1]))).numpy()
-    graph = engine.run(images[:1], targets=probability_targets(engine, 1, 0))["probabilities"]
-    if probabilities.shape != graph.shape or np.abs(probabilities - graph).max() > 1e-3:
-        raise click.UsageError(f"--randomisation {model_spec}: not the model {engine.path} was exported from "
-                               f"(its probabilities differ); give that model")
-    maps_of = explainer_maps(methods_from_manifest(engine.manifest.explanations, labels), torch.from_numpy(images),
-                             targets)
-    stages = randomisation_stages(model)
-    console.info(f"randomisation check: {len(stages)} blocks, {len(images)} radiographs", err=True)
-    with click.progressbar(length=len(stages), label="randomising", file=sys.stderr,
-                           hidden=console.verbosity() < 0) as bar:
-        return cascading_randomisation(model, maps_of, seed=seed, progress=lambda index, _: bar.update(1))
 
 
 def _evaluate(engine: Backend, cases: list[EvalCase], chosen: list[GraphMethod], labels: LabelTable | None,

@@ -14,6 +14,7 @@ from chexplain.explain.sanity import (
     cascading_randomisation,
     explainer_maps,
     map_similarity,
+    randomisation_check,
     randomisation_stages,
     reinitialise,
 )
@@ -107,3 +108,13 @@ def test_explanations_of_the_model_change_with_it(tiny: TinyNet, images: torch.T
     for label in methods:
         final = result["verdicts"][label]
         assert final["spearman_abs"] < INSENSITIVE_AT and final["passed"], (label, final)
+
+
+def test_the_check_refuses_a_model_other_than_the_graphs(tiny: TinyNet, images: torch.Tensor):
+    methods = {"gradcam": GradCAM("features.4")}
+    with torch.no_grad():
+        own = torch.sigmoid(tiny(images[:1])).numpy()
+    result = randomisation_check(tiny, methods, images.numpy(), [[0], [1]], own)
+    assert result["maps"] == 2 and len(result["steps"]) == len(randomisation_stages(tiny))
+    with pytest.raises(ValueError, match="not the model the graph was exported from"):
+        randomisation_check(tiny, methods, images.numpy(), [[0], [1]], own + 0.01)
