@@ -1,6 +1,7 @@
 # chexplain: `make export` exports the default model with its explanations, builds a TensorRT
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
-# `make engine` builds the engine only; `make test` runs the test suite (installing dcmtk and Chromium
+# `make engine` builds the engine only; `make gpu-check` checks and times engines on a GPU or a
+# Jetson; `make test` runs the test suite (installing dcmtk and Chromium
 # where they are missing); `make lint` checks the code with ruff; `make demo-model`
 # retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
 # evaluates its explanations on held-out phantoms (README "The study's claim"). All create and reuse
@@ -15,10 +16,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE ?= chexplain/samples/00000001_000.png
 MODEL_ONNX ?= artifacts/densenet121-chexpert/model.onnx
-# Engine precision: fp32. (mixed, the classifier in FP16 and the explanations in FP32, keeps every
-# map of the default graph on ONNX Runtime, README "Precision plan"; PRECISION=mixed builds it, and
-# tests/gpu/check.sh compares it with FP32 on TensorRT.)
-PRECISION ?= fp32
+# Engine precision: mixed, the classifier in FP16 and the explanations in FP32, which keeps every
+# map of the default graph (README "Precision plan"; `make gpu-check` compares it with FP32 on
+# TensorRT). PRECISION=fp32 builds the FP32 engine.
+PRECISION ?= mixed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # The bundled demo model: DenseNet121 from scratch on 3000 phantoms (600 more for validation).
 DEMO_DIR ?= build/demo
@@ -33,7 +34,7 @@ STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-fl
 STUDY_EVALUATION ?= --limit 60 --steps 5 --randomisation densenet121-chexpert
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
-.PHONY: export engine test lint system-packages install dev clean check-jetson-wheels demo-model demo-study
+.PHONY: export engine gpu-check test lint system-packages install dev clean check-jetson-wheels check-python310 demo-model demo-study
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
@@ -42,6 +43,11 @@ export: $(VENV)/.installed
 
 engine: $(VENV)/.installed
 	$(BIN)/chexplain build-engine $(MODEL_ONNX) --precision $(PRECISION)
+
+# On a GPU machine or a Jetson, after `make export`: engines against ONNX Runtime, timed; the
+# PyTorch explainer on CUDA where torch sees the GPU (tests/gpu/check.sh). DLA=N adds a DLA engine.
+gpu-check:
+	PYTHON=$(BIN)/python bash tests/gpu/check.sh $(if $(DLA),--dla $(DLA))
 
 test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q
@@ -81,6 +87,11 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e '.[dev]'
 	touch $@
+
+# The runtime alone (no torch) on Python 3.10, JetPack 6's: predict and explain on the sample
+# with a graph this environment exports (.ci/python310; CI runs it).
+check-python310: $(VENV)/.installed
+	bash .ci/python310
 
 # Can pip resolve the runtime and build-engine dependencies for a Jetson on JetPack 6 (aarch64,
 # CPython 3.10)? Downloads wheels only; installs nothing.

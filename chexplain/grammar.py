@@ -19,8 +19,9 @@ from typing import Any
 CAM_VARIANTS = ("gradcam", "gradcam++", "hirescam", "layercam", "guided-gradcam")
 LRP_COMPOSITES = ("epsilon", "z", "alpha2beta1", "alpha1beta0", "epsilon-plus", "epsilon-plus-flat",
                   "epsilon-alpha2beta1", "epsilon-gamma-box", "deep-taylor",
-                  # the same with the z rule on every BatchNorm instead of Pass (explain/composites.py)
+                  # the same with the epsilon rule on every BatchNorm instead of Pass (explain/composites.py)
                   "epsilon-bn", "alpha2beta1-bn", "epsilon-plus-bn", "epsilon-alpha2beta1-bn", "epsilon-plus-flat-bn")
+BATCHNORM_RULE_SUFFIX = "-bn"  # composites whose maps survive noise and FP16 rounding on the trained model
 LRP_PREFIX = "lrp:"
 BARE_LRP_COMPOSITE = "epsilon"  # what a bare ``lrp`` names (the seed study's composite)
 NO_METHODS = "none"

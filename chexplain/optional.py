@@ -20,8 +20,10 @@ HINTS = {
     "pydicom": ("pydicom", "pip install 'chexplain[dicom]'"),
     "pynetdicom": ("pynetdicom", "pip install 'chexplain[node]'"),
     "tomli": ("tomli", "pip install 'chexplain[node]'"),
-    "tensorrt": ("TensorRT", "on a Jetson it comes with JetPack (python3-libnvinfer); elsewhere pip install 'chexplain[tensorrt]'"),
-    "cuda": ("cuda-python", "pip install 'chexplain[tensorrt]' (cuda-python matching the driver's CUDA major version)"),
+    "tensorrt": ("TensorRT", "on a Jetson it comes with JetPack (python3-libnvinfer; a venv with "
+                 "--system-site-packages, then pip install 'chexplain[jetson]'); elsewhere pip install 'chexplain[tensorrt]'"),
+    "cuda": ("cuda-python", "pip install 'chexplain[tensorrt]' (on a Jetson 'chexplain[jetson]'): cuda-python 12, "
+             "which runs on every driver from CUDA 12 on"),
     "zennit": ("Zennit", "pip install 'chexplain[dev]'"),
     "pytorch_grad_cam": ("pytorch-grad-cam", "pip install 'chexplain[dev]'"),
 }

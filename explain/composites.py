@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..grammar import DEFAULT_EPSILON
+from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
 from .graph import OpNode
 from .lrp import (
     DEFAULT_STABILIZER,
@@ -99,7 +99,6 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
     "deep-taylor": lambda epsilon, stabilizer, gamma, bounds: Composite(
         "deep-taylor", ZPlus(stabilizer), ZPlus(stabilizer), ZBox(*_require(bounds, "deep-taylor"), stabilizer), stabilizer),
 }
-BATCHNORM_EPSILON_SUFFIX = "-bn"
 
 
 def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..., Composite]:
@@ -109,7 +108,7 @@ def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..
 
 
 # The same composites with the epsilon rule on every BatchNorm (measured in README "Trustworthy LRP").
-COMPOSITES.update({name + BATCHNORM_EPSILON_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_EPSILON_SUFFIX)
+COMPOSITES.update({name + BATCHNORM_RULE_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_RULE_SUFFIX)
                    for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat")})
 
 

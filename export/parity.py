@@ -23,15 +23,19 @@ from torch import nn
 
 from ..models.manifest import Manifest
 from ..runtime.backends import OnnxRuntimeBackend
-from ..runtime.evaluation.fidelity import agreement, comparable_maps, map_pearsons
+from ..runtime.evaluation.fidelity import (
+    REDUCED_MIN_MAP_PEARSON,
+    REDUCED_PROBABILITY_TOLERANCE,
+    agreement,
+    comparable_maps,
+    map_pearsons,
+)
 from ..runtime.inputs.preprocess import preprocess
 from ..runtime.inputs.reader import read_radiograph
 
 FP32_TOLERANCE = 1e-5
 LRP_MIN_PEARSON = 0.9995
 LRP_MAX_RELATIVE_L2 = 5e-2
-REDUCED_PROBABILITY_TOLERANCE = 1e-2
-REDUCED_MIN_MAP_PEARSON = 0.99
 
 
 def load_inputs(images: Sequence[Path], manifest: Manifest) -> tuple[np.ndarray, list[str]]:

@@ -1,15 +1,16 @@
 """`chexplain build-engine`: ONNX graph -> TensorRT engine, on the machine that will run it.
 
-Written against the TensorRT 10 Python API (JetPack 6 ships 10.3) and TensorRT 11, where
-every network is strongly typed and the FP16 builder flag and precision constraints are
-gone. The build path follows the installed major version:
+Written against the TensorRT 10 Python API (JetPack 6 ships 10.3) and TensorRT 11. On the
+GPU every build is a strongly typed network (STRONGLY_TYPED exists since TensorRT 10.0 and is
+all TensorRT 11 knows): the precision lives in the graph, converted by the precision plan
+(``export/precision.py``) for ``fp16`` and ``mixed``, so TensorRT 10 and 11 build the same
+engine. TF32 is cleared wherever FP32 is promised (``fp32``, and the FP32 explanation
+subgraph of ``mixed``); Orin and Hopper allow it by default.
 
-- TensorRT 11: the precision lives in the graph, so ``fp16`` and ``mixed`` are built from
-  a graph converted by the precision plan (``export/precision.py``); ``fp32`` from the
-  export itself.
-- TensorRT 10: ``fp32`` without reduced precision (TF32 off); ``fp16`` with the FP16 flag
-  over the FP32 graph; ``mixed`` from the mixed graph with the FP16 flag, every layer that
-  the graph types FP32 pinned to FP32, and OBEY_PRECISION_CONSTRAINTS.
+The DLA (Jetson Orin, TensorRT 10) has no strongly typed path before TensorRT 11 and no
+dynamic shapes: a DLA build is weakly typed with the FP16 flag (``mixed``: the layers the
+graph types FP32 pinned there, so they fall back to the GPU), GPU fallback on, and one fixed
+shape per input.
 
 Needs onnx and tensorrt (and cuda-python for the GPU's description), not torch.
 """
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..grammar import DEFAULT_WORKSPACE_GB, PRECISIONS
+from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_ENGINE_PRECISION, DEFAULT_WORKSPACE_GB, PRECISIONS
 from ..models.manifest import Manifest, sha256_of
+from ..runtime.backends.compatibility import with_stack_problems
 from ..runtime.backends.cuda import GpuInfo, gpu_info
 from ..runtime.backends.sidecars import engine_filename, gpu_slug, write_sidecar
 from ..runtime.backends.tensorrt_runner import import_tensorrt
@@ -70,26 +72,27 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """How a precision is built with one TensorRT major version."""
+    """How a precision is built with one TensorRT major version, on the GPU or a DLA core."""
 
     tensorrt_major: int
     precision: str
-    graph_precision: str
+    graph_precision: str  # the graph TensorRT parses
+    strongly_typed: bool
     fp16_flag: bool
     pin_fp32_layers: bool
+    tf32: bool  # whether FP32 layers may run in TF32
+    dla_core: int | None = None
 
     def describe(self) -> str:
-        if self.tensorrt_major >= 11:
-            return f"TensorRT {self.tensorrt_major}: strongly typed network from the {self.graph_precision} graph"
-        if self.pin_fp32_layers:
-            return ("TensorRT 10: mixed graph, FP16 flag, layers the graph types FP32 pinned to FP32 "
-                    "(OBEY_PRECISION_CONSTRAINTS)")
-        if self.fp16_flag:
-            return "TensorRT 10: FP32 graph with the FP16 flag (the builder may run any layer in FP16)"
-        return "TensorRT 10: FP32 graph, TF32 off"
+        if self.dla_core is not None:
+            pinned = ", layers the graph types FP32 pinned to FP32 on the GPU" if self.pin_fp32_layers else ""
+            return (f"TensorRT {self.tensorrt_major}: DLA core {self.dla_core}, {self.graph_precision} graph, FP16 flag"
+                    f"{pinned}, GPU fallback, fixed shapes")
+        tf32 = "" if self.tf32 else ", TF32 off"
+        return f"TensorRT {self.tensorrt_major}: strongly typed network from the {self.graph_precision} graph{tf32}"
 
 
-def plan_build(tensorrt_version: str, precision: str, dla: bool = False) -> BuildPlan:
+def plan_build(tensorrt_version: str, precision: str, dla_core: int | None = None) -> BuildPlan:
     """The build path for ``precision`` with the installed TensorRT."""
     if precision not in PRECISIONS:
         raise EngineBuildError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
@@ -99,15 +102,40 @@ def plan_build(tensorrt_version: str, precision: str, dla: bool = False) -> Buil
         raise EngineBuildError(f"cannot read the TensorRT version {tensorrt_version!r}") from None
     if major < 10:
         raise EngineBuildError(f"TensorRT {tensorrt_version} is too old: chexplain builds with TensorRT 10 (JetPack 6) or 11")
-    if dla and precision == "fp32":
-        raise EngineBuildError("the DLA runs FP16 (or INT8), not FP32: use --precision fp16 or mixed with --dla")
-    if dla and major >= 11:
-        raise EngineBuildError(f"chexplain builds DLA engines with TensorRT 10 (JetPack 6), not {tensorrt_version}")
+    if dla_core is None:
+        return BuildPlan(major, precision, precision, strongly_typed=True, fp16_flag=False, pin_fp32_layers=False,
+                         tf32=precision == "fp16")
+    if precision == "fp32":
+        raise EngineBuildError("the DLA runs FP16 (or INT8), not FP32: use --precision mixed (or fp16) with --dla")
     if major >= 11:
-        return BuildPlan(major, precision, precision, fp16_flag=False, pin_fp32_layers=False)
-    if precision == "mixed":
-        return BuildPlan(major, precision, "mixed", fp16_flag=True, pin_fp32_layers=True)
-    return BuildPlan(major, precision, "fp32", fp16_flag=precision == "fp16", pin_fp32_layers=False)
+        raise EngineBuildError(f"chexplain builds DLA engines with TensorRT 10 (JetPack 6), not {tensorrt_version}")
+    mixed = precision == "mixed"
+    return BuildPlan(major, precision, "mixed" if mixed else "fp32", strongly_typed=False, fp16_flag=True,
+                     pin_fp32_layers=mixed, tf32=False, dla_core=dla_core)
+
+
+def check_dla_core(dla_core: int, available: int) -> None:
+    """Refuse a DLA core this device does not have, naming the ones it has."""
+    if available == 0:
+        raise EngineBuildError("--dla: this device has no DLA (Jetson AGX Orin and Orin NX have two, Orin Nano none)")
+    if not 0 <= dla_core < available:
+        raise EngineBuildError(f"--dla {dla_core}: this device has {available} DLA cores (0-{available - 1})")
+
+
+def precision_caveat(manifest: Manifest, precision: str) -> str | None:
+    """Why a reduced-precision engine of this graph may not keep its LRP maps, or None: only the
+    ``-bn`` composites' maps were measured to survive FP16 rounding (README "Precision plan")."""
+    if precision == "fp32":
+        return None
+    methods = (manifest.explanations or {}).get("methods", [])
+    fragile = [f"lrp:{m['composite']}" for m in methods
+               if m.get("family") == "lrp" and not str(m.get("composite", "")).endswith(BATCHNORM_RULE_SUFFIX)]
+    if precision == "fp16" and any(m.get("family") == "lrp" for m in methods):
+        return "fp16 loses every LRP map (the relevance underflows FP16); mixed keeps the -bn composites' maps"
+    if fragile:
+        return (f"{', '.join(fragile)} does not keep its maps under {precision} (FP16 rounding flips them); "
+                f"export a -bn composite (the default) or build --precision fp32")
+    return None
 
 
 def source_graph(onnx_path: Path, wanted: str, log: Callable[[str], None]) -> Path:
@@ -126,12 +154,17 @@ def source_graph(onnx_path: Path, wanted: str, log: Callable[[str], None]) -> Pa
     return target
 
 
-def profile_shapes(shape: tuple[int, ...], batch: BatchRange, num_classes: int) -> tuple[tuple[int, ...], ...]:
-    """min/opt/max shapes of an input: axis 0 is the batch; any other dynamic axis is the class axis."""
+def profile_shapes(shape: tuple[int, ...], batch: BatchRange, num_classes: int,
+                   fixed: bool = False) -> tuple[tuple[int, ...], ...]:
+    """min/opt/max shapes of an input: axis 0 is the batch; any other dynamic axis is the class axis.
+    ``fixed`` (the DLA): min = opt = max, at the optimum batch and the default top-k."""
     def fill(batch_size: int, classes: int) -> tuple[int, ...]:
         return tuple(batch_size if axis == 0 else classes if size < 0 else size for axis, size in enumerate(shape))
 
-    return (fill(batch.minimum, 1), fill(batch.optimum, min(3, num_classes)), fill(batch.maximum, num_classes))
+    optimum = fill(batch.optimum, min(3, num_classes))
+    if fixed:
+        return optimum, optimum, optimum
+    return fill(batch.minimum, 1), optimum, fill(batch.maximum, num_classes)
 
 
 def parser_errors(parser: Any) -> list[str]:
@@ -176,7 +209,7 @@ def tensorrt_available() -> tuple[bool, str]:
         trt = import_tensorrt()
         gpu = gpu_info()
     except (ImportError, RuntimeError) as error:
-        return False, str(error)
+        return False, with_stack_problems(str(error))
     return True, f"TensorRT {trt.__version__} on {gpu.name}"
 
 
@@ -191,7 +224,7 @@ class EngineBuild:
 
 def build_engine(
     onnx_path: str | Path,
-    precision: str = "mixed",
+    precision: str = DEFAULT_ENGINE_PRECISION,
     *,
     batch: BatchRange = BatchRange(1, 1, 8),
     workspace_gb: float = DEFAULT_WORKSPACE_GB,
@@ -199,7 +232,7 @@ def build_engine(
     dla_core: int | None = None,
     log: Callable[[str], None] = print,
 ) -> EngineBuild:
-    """Build ``model.<gpu>.trt<version>.<precision>.engine`` and its sidecar beside the graph."""
+    """Build ``model.<gpu>.trt<version>.<precision>[.dla<N>].engine`` and its sidecar beside the graph."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineBuildError(f"{onnx_path}: no such ONNX graph; run `chexplain export` first")
@@ -211,19 +244,25 @@ def build_engine(
         gpu = gpu_info()
     except RuntimeError as error:
         raise TensorRTUnavailableError(str(error)) from None
-    plan = plan_build(trt.__version__, precision, dla=dla_core is not None)
+    plan = plan_build(trt.__version__, precision, dla_core)
     log(f"building a {precision} engine from {onnx_path} on {gpu.name} (compute {gpu.compute_capability}); {plan.describe()}")
+    caveat = precision_caveat(read_manifest(onnx_path), precision)
+    if caveat:
+        log(f"  warning: {caveat}")
     source = source_graph(onnx_path, plan.graph_precision, log)
     manifest = read_manifest(source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    if plan.dla_core is not None:
+        check_dla_core(plan.dla_core, builder.num_DLA_cores)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
         raise EngineBuildError(f"{source}: TensorRT's ONNX parser refused the graph:\n" + "\n".join(parser_errors(parser)))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
-    if plan.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+    if not plan.tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
@@ -232,17 +271,24 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         pinned = pin_fp32_layers(network, trt)
         log(f"  {pinned} of {network.num_layers} layers pinned to FP32 (the explanation subgraph)")
-    if dla_core is not None:
+    dla_layers = None
+    if plan.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
+        config.DLA_core = plan.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        dla_layers = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(network.num_layers))
+        if dla_layers == 0:
+            raise EngineBuildError(f"{source}: no layer can run on the DLA; build without --dla")
+        log(f"  {dla_layers} of {network.num_layers} layers can run on DLA core {plan.dla_core}; the rest run on the GPU")
     profile = builder.create_optimization_profile()
     profiles: dict[str, list[list[int]]] = {}
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
-        shapes = profile_shapes(tuple(tensor.shape), batch, len(manifest.classes))
+        shapes = profile_shapes(tuple(tensor.shape), batch, len(manifest.classes), fixed=plan.dla_core is not None)
         profile.set_shape(tensor.name, *shapes)
         profiles[tensor.name] = [list(s) for s in shapes]
+    if plan.dla_core is not None:
+        log(f"  the DLA has no dynamic shapes: fixed at {', '.join(f'{n} {s[0]}' for n, s in profiles.items())}")
     config.add_optimization_profile(profile)
     default_cache = onnx_path.with_name(f"timing.{gpu_slug(gpu.name)}.trt{trt.__version__}.cache")
     cache_path = Path(timing_cache) if timing_cache else default_cache
@@ -253,12 +299,12 @@ def build_engine(
     seconds = time.perf_counter() - start
     if serialized is None:
         raise EngineBuildError(f"TensorRT could not build an engine from {source}; its log above says why")
-    engine_path = onnx_path.with_name(engine_filename(onnx_path.stem, gpu.name, trt.__version__, precision))
+    engine_path = onnx_path.with_name(engine_filename(onnx_path.stem, gpu.name, trt.__version__, precision, plan.dla_core))
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     sidecar = write_sidecar(engine_path, _sidecar(
         trt, gpu, plan, manifest, onnx_path, source, engine_path, network, profiles,
-        batch=batch, workspace_gb=workspace_gb, dla_core=dla_core, pinned=pinned,
+        batch=batch, workspace_gb=workspace_gb, pinned=pinned, dla_layers=dla_layers,
         cache_path=cache_path, seconds=seconds,
     ))
     log(f"  engine {engine_path} ({engine_path.stat().st_size / 2**20:.1f} MiB) in {seconds:.0f} s; sidecar {sidecar.name}")
@@ -271,18 +317,20 @@ def _tensors(network: Any, count: int, get: Callable[[int], Any]) -> list[dict[s
 
 def _sidecar(trt: Any, gpu: GpuInfo, plan: BuildPlan, manifest: Manifest, onnx_path: Path, source: Path,
              engine_path: Path, network: Any, profiles: dict[str, list[list[int]]], *, batch: BatchRange,
-             workspace_gb: float, dla_core: int | None, pinned: int, cache_path: Path, seconds: float) -> dict[str, Any]:
+             workspace_gb: float, pinned: int, dla_layers: int | None, cache_path: Path, seconds: float) -> dict[str, Any]:
     manifest.precision = plan.precision
     return {
         "engine": engine_path.name,
         "engine_sha256": sha256_of(engine_path),
         "precision": plan.precision,
         "build_path": plan.describe(),
+        "tf32": plan.tf32,
         "layers_pinned_fp32": pinned,
         "tensorrt": {"version": trt.__version__, "major": plan.tensorrt_major},
         "cuda": {"runtime": gpu.cuda_runtime, "driver": gpu.cuda_driver},
         "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability},
-        "dla_core": dla_core,
+        "dla_core": plan.dla_core,
+        "dla_layers": dla_layers,
         "onnx": {"source": str(onnx_path), "source_sha256": sha256_of(onnx_path),
                  "built_from": str(source), "built_from_sha256": sha256_of(source)},
         "batch": str(batch),

@@ -20,7 +20,8 @@ DICOM_DECODERS = {
 }
 
 
-def _version(distribution: str) -> str | None:
+def package_version(distribution: str) -> str | None:
+    """An installed distribution's version, or None."""
     try:
         return version(distribution)
     except PackageNotFoundError:
@@ -54,45 +55,50 @@ def collect() -> dict[str, Any]:
     """Versions and capabilities, read from package metadata (no torch import)."""
     from .. import __version__
 
-    ort = _version("onnxruntime") or _version("onnxruntime-gpu")
-    tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13")
-    torch = _version("torch")
-    onnx_ok = bool(_version("onnx") and _version("onnxscript"))
+    ort = package_version("onnxruntime") or package_version("onnxruntime-gpu")
+    from .backends.compatibility import gpu_stack, stack_problems
+
+    stack = gpu_stack()
+    tensorrt = stack["tensorrt"]
+    torch = package_version("torch")
+    onnx_ok = bool(package_version("onnx") and package_version("onnxscript"))
     gpus = nvidia_smi(("name", "compute_cap", "driver_version"))
-    cuda_python = _version("cuda-python") or _version("cuda-bindings")
+    cuda_python = stack["cuda_python"]
     engines_possible = bool(tensorrt and cuda_python and gpus)
     providers = _onnxruntime_providers()
     try:
-        from .backends.onnxruntime_runner import PREFERRED_PROVIDERS
+        from .backends.onnxruntime_runner import preferred_providers
 
-        usable = [p for p in PREFERRED_PROVIDERS if p in providers]
+        usable = preferred_providers(providers)
     except ImportError:  # the runtime's own dependencies are missing; doctor still reports
         usable = providers
-    decoders = {name: _version(name) for name in DICOM_DECODERS}
+    decoders = {name: package_version(name) for name in DICOM_DECODERS}
     return {
         "chexplain": __version__,
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "packages": {
-            "numpy": _version("numpy"),
-            "opencv": _version("opencv-python-headless") or _version("opencv-python"),
-            "pydicom": _version("pydicom"),
+            "numpy": package_version("numpy"),
+            "opencv": package_version("opencv-python-headless") or package_version("opencv-python"),
+            "pydicom": package_version("pydicom"),
             "onnxruntime": ort,
             "torch": torch,
-            "torchvision": _version("torchvision"),
-            "onnx": _version("onnx"),
-            "onnxscript": _version("onnxscript"),
+            "torchvision": package_version("torchvision"),
+            "onnx": package_version("onnx"),
+            "onnxscript": package_version("onnxscript"),
             "tensorrt": tensorrt,
             "cuda-python": cuda_python,
         },
         "onnxruntime_providers": providers,
         "gpus": gpus,
+        "gpu_stack": stack,
+        "problems": stack_problems(stack),
         "dicom_decoders": {k: v for k, v in decoders.items() if v},
         "commands": {
             "predict": (("a TensorRT engine where one was built here, else " if engines_possible else "")
                         + (f"onnxruntime ({usable[0]})" if usable else "nothing: pip install 'chexplain[cpu]'")),
             "export": "torch + onnx" if torch and onnx_ok else "unavailable: pip install 'chexplain[export]'",
-            "build-engine": "tensorrt" if engines_possible and _version("onnx")
+            "build-engine": "tensorrt" if engines_possible and package_version("onnx")
             else "unavailable: needs TensorRT, cuda-python, onnx and an NVIDIA GPU",
         },
     }
@@ -104,6 +110,12 @@ def render(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {name:<12} {ver or '-- not installed'}")
     lines.append(f"onnxruntime providers: {', '.join(report['onnxruntime_providers']) or 'none'}")
     lines.append(f"NVIDIA GPUs: {'; '.join(report['gpus']) or 'none found'}")
+    stack = report["gpu_stack"]
+    if stack["l4t"]:
+        lines.append(f"Jetson: L4T {stack['l4t']} (JetPack {stack['jetpack'] or 'unknown'})")
+    if stack["driver_cuda"]:
+        lines.append(f"CUDA driver: runs CUDA {stack['driver_cuda']}")
+    lines += [f"problem: {problem}" for problem in report["problems"]]
     decoders = report["dicom_decoders"]
     lines.append("DICOM decoders: " + (", ".join(f"{k} ({DICOM_DECODERS[k]})" for k in decoders) or "none (uncompressed DICOM only)"))
     lines += ["", "each command will use:"]

@@ -24,7 +24,7 @@ def radiographs() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
-    """The default model exported once as `make export` does it (Grad-CAM + LRP epsilon, top 3)."""
+    """The default model exported once as `make export` does it (Grad-CAM + the default LRP, top 3)."""
     from chexplain.export import export_model
 
     root = tmp_path_factory.mktemp("artifacts")

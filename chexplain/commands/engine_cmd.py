@@ -22,7 +22,8 @@ from . import console, options
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Timing cache to reuse and update [default: timing.<gpu>.trt<version>.cache beside the graph].")
 @click.option("--dla", "dla_core", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Build for DLA core N (Jetson Orin AGX/NX; TensorRT 10), layers the DLA lacks fall back to the GPU.")
+              help="Build for DLA core N (Jetson AGX Orin / Orin NX; TensorRT 10): fixed shapes at the optimum "
+                   "batch, layers the DLA lacks on the GPU; the engine gets its own .dla<N> file name.")
 @click.option("--triton", "triton_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also add the engine to this Triton model repository (<model>-tensorrt, tensorrt_plan).")
 @click.option("--if-available", is_flag=True,
@@ -31,8 +32,9 @@ from . import console, options
 def build_engine(onnx_path, precision, batch_text, workspace_gb, timing_cache, dla_core, triton_dir, if_available) -> None:
     """Build a TensorRT engine from an exported graph, on the GPU that will run it.
 
-    Writes model.<gpu>.trt<version>.<precision>.engine and its .json sidecar beside the graph;
-    predict and explain then use it (--backend auto). TensorRT 10 and 11 are supported.
+    Writes model.<gpu>.trt<version>.<precision>[.dla<N>].engine and its .json sidecar beside the
+    graph; predict and explain then use it (--backend auto prefers GPU engines to DLA ones).
+    TensorRT 10 and 11 are supported.
     """
     try:
         require("onnx", "build-engine")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,49 @@ def check(result: Any) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def native_handle(obj: Any) -> int:
+    """The address behind a cuda-python object (a stream), for TensorRT's ``execute_async_v3``.
+    ``int(obj)`` is deprecated since cuda-bindings 12.9.1 / 13.0 in favour of
+    ``get_cuda_native_handle``; older releases have only ``int``."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(obj)
+    return int(get_cuda_native_handle(obj))
+
+
+class CapturedGraphs:
+    """Captured CUDA graphs by input shapes, at most ``capacity`` of them: a long-running node
+    meets many batch shapes, and each graph holds device memory until destroyed, so the least
+    recently used one is destroyed when a new one would exceed the capacity."""
+
+    def __init__(self, capacity: int, destroy: Callable[[Any], None]) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._destroy = destroy
+        self._graphs: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def get(self, key: Hashable) -> Any | None:
+        graph = self._graphs.get(key)
+        if graph is not None:
+            self._graphs.move_to_end(key)
+        return graph
+
+    def put(self, key: Hashable, graph: Any) -> None:
+        self._graphs[key] = graph
+        self._graphs.move_to_end(key)
+        while len(self._graphs) > self.capacity:
+            self._destroy(self._graphs.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        while self._graphs:
+            self._destroy(self._graphs.popitem(last=False)[1])
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,25 @@ from ...models.manifest import MANIFEST_KEY, Manifest
 from ...optional import require
 from .base import Backend
 
-# Best first. ONNX Runtime silently drops a provider whose libraries are missing.
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# Best first. ONNX Runtime silently drops a provider whose libraries are missing. Its TensorRT
+# provider is left out on purpose: unconfigured, it builds an engine in every process and for
+# every new input shape (minutes on a Jetson); chexplain's TensorRT path is `build-engine`'s
+# cached engines, run by the TensorRT backend.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def onnxruntime() -> Any:
     return require("onnxruntime")
 
 
-def onnxruntime_providers() -> list[str]:
-    """The execution providers this ONNX Runtime build offers, best first."""
-    available = onnxruntime().get_available_providers()
+def preferred_providers(available: list[str]) -> list[str]:
+    """Of the providers an ONNX Runtime build offers, those chexplain uses, best first."""
     return [p for p in PREFERRED_PROVIDERS if p in available]
+
+
+def onnxruntime_providers() -> list[str]:
+    """The execution providers this ONNX Runtime build offers that chexplain uses, best first."""
+    return preferred_providers(onnxruntime().get_available_providers())
 
 
 class OnnxRuntimeBackend(Backend):

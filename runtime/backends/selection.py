@@ -10,6 +10,7 @@ from pathlib import Path
 from ...grammar import BACKENDS, DEFAULT_MODEL
 from ..errors import ModelNotFoundError
 from .base import Backend
+from .compatibility import with_stack_problems
 from .onnxruntime_runner import OnnxRuntimeBackend
 from .sidecars import ENGINE_SUFFIX, EngineMismatchError, engines_beside, pick_engine
 
@@ -81,5 +82,5 @@ def open_backend(model: str | None, backend: str = "auto", threads: int | None =
         except (ImportError, RuntimeError) as error:
             if backend == "tensorrt":
                 raise ValueError(str(error)) from None
-            tell(f"TensorRT engine not used ({error}); running ONNX Runtime")
+            tell(f"TensorRT engine not used ({with_stack_problems(str(error))}); running ONNX Runtime")
     return OnnxRuntimeBackend(onnx_path, threads=threads)

@@ -31,9 +31,11 @@ def gpu_slug(gpu_name: str) -> str:
     return slug(gpu_name) or "gpu"
 
 
-def engine_filename(stem: str, gpu_name: str, tensorrt_version: str, precision: str) -> str:
-    """``model.<gpu>.trt<version>.<precision>.engine``."""
-    return f"{stem}.{gpu_slug(gpu_name)}.trt{tensorrt_version}.{precision}{ENGINE_SUFFIX}"
+def engine_filename(stem: str, gpu_name: str, tensorrt_version: str, precision: str,
+                    dla_core: int | None = None) -> str:
+    """``model.<gpu>.trt<version>.<precision>[.dla<N>].engine``: a DLA engine never replaces the GPU's."""
+    dla = f".dla{dla_core}" if dla_core is not None else ""
+    return f"{stem}.{gpu_slug(gpu_name)}.trt{tensorrt_version}.{precision}{dla}{ENGINE_SUFFIX}"
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -74,9 +76,15 @@ class EngineInfo:
     def gpu(self) -> dict[str, str]:
         return self.data["gpu"]
 
+    @property
+    def dla_core(self) -> int | None:
+        """The DLA core the engine was built for (the runtime must select it before deserialising)."""
+        return self.data.get("dla_core")
+
     def rebuild_command(self) -> str:
         source = self.data["onnx"]["source"]
-        return f"chexplain build-engine {source} --precision {self.precision}"
+        dla = f" --dla {self.dla_core}" if self.dla_core is not None else ""
+        return f"chexplain build-engine {source} --precision {self.precision}{dla}"
 
     def mismatch(self, tensorrt_version: str, gpu_name: str, compute_capability: str) -> str | None:
         """Why this engine cannot run here, or None when it can."""
@@ -101,7 +109,8 @@ def write_sidecar(engine: Path, data: dict[str, Any]) -> Path:
 
 
 def engines_beside(model_dir: Path) -> list[EngineInfo]:
-    """The engines (with sidecars) in a model folder, most preferred precision first."""
+    """The engines (with sidecars) in a model folder: GPU engines before DLA ones (the DLA is an
+    offload chosen by passing its engine), then by preferred precision."""
     found = []
     for engine in sorted(model_dir.glob(f"*{ENGINE_SUFFIX}")):
         try:
@@ -109,7 +118,7 @@ def engines_beside(model_dir: Path) -> list[EngineInfo]:
         except EngineMismatchError:
             continue
     rank = {p: i for i, p in enumerate(PRECISION_PREFERENCE)}
-    return sorted(found, key=lambda info: rank.get(info.precision, len(rank)))
+    return sorted(found, key=lambda info: (info.dla_core is not None, rank.get(info.precision, len(rank))))
 
 
 def pick_engine(candidates: list[EngineInfo], tensorrt_version: str, gpu_name: str,

@@ -19,8 +19,17 @@ import numpy as np
 from ...models.manifest import Manifest
 from ...optional import require
 from .base import Backend
-from .cuda import PinnedBuffer, check, cudart, gpu_info
+from .cuda import CapturedGraphs, PinnedBuffer, check, cudart, gpu_info, native_handle
 from .sidecars import EngineInfo
+
+MAX_CUDA_GRAPHS = 8  # captured input shapes kept per engine (each holds device memory)
+
+
+def _destroy_graph(captured: tuple[Any, Any]) -> None:
+    rt = cudart()
+    graph, graph_exec = captured
+    rt.cudaGraphExecDestroy(graph_exec)
+    rt.cudaGraphDestroy(graph)
 
 
 def import_tensorrt() -> Any:
@@ -46,6 +55,8 @@ class TensorRTBackend(Backend):
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
+        if self.info.dla_core is not None:
+            self._runtime.DLA_core = self.info.dla_core  # before deserialising, as trtexec --useDLACore does
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise RuntimeError(f"{self.path}: TensorRT could not deserialise the engine; rebuild it with "
@@ -57,7 +68,7 @@ class TensorRTBackend(Backend):
         self._dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
         self._buffers: dict[str, PinnedBuffer] = {}
         self.cuda_graph = cuda_graph
-        self._graphs: dict[tuple[tuple[int, ...], ...], tuple[Any, Any]] = {}  # input shapes -> (graph, exec)
+        self._graphs = CapturedGraphs(MAX_CUDA_GRAPHS, _destroy_graph)  # input shapes -> (graph, exec)
         self._events = (check(cudart().cudaEventCreate()), check(cudart().cudaEventCreate()))
         self._stream = check(cudart().cudaStreamCreate())
 
@@ -109,27 +120,29 @@ class TensorRTBackend(Backend):
             results[name] = self._buffers[name].view(shape, self._dtypes[name]).copy()
         return results
 
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(native_handle(self._stream)):
+            raise RuntimeError(f"{self.path.name}: TensorRT failed to enqueue the engine")
+
     def _enqueue(self, key: tuple[tuple[int, ...], ...]) -> None:
-        rt = cudart()
         if not self.cuda_graph:
-            if not self.context.execute_async_v3(int(self._stream)):
-                raise RuntimeError(f"{self.path.name}: TensorRT failed to run the engine")
+            self._execute()
             return
+        rt = cudart()
         captured = self._graphs.get(key)
         if captured is None:
-            # One plain enqueue first: TensorRT finishes its lazy set-up outside the capture.
-            self.context.execute_async_v3(int(self._stream))
+            self._execute()  # one plain enqueue first: TensorRT finishes its lazy set-up outside the capture
             check(rt.cudaStreamBeginCapture(self._stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-            self.context.execute_async_v3(int(self._stream))
-            graph = check(rt.cudaStreamEndCapture(self._stream))
-            captured = self._graphs[key] = (graph, check(rt.cudaGraphInstantiate(graph, 0)))
+            enqueued = self.context.execute_async_v3(native_handle(self._stream))
+            graph = check(rt.cudaStreamEndCapture(self._stream))  # always end the capture, even after a failure
+            if not enqueued:
+                rt.cudaGraphDestroy(graph)
+                raise RuntimeError(f"{self.path.name}: TensorRT failed to enqueue the engine while capturing a CUDA graph")
+            captured = (graph, check(rt.cudaGraphInstantiate(graph, 0)))
+            self._graphs.put(key, captured)
         check(rt.cudaGraphLaunch(captured[1], self._stream))
 
     def _drop_graphs(self) -> None:
-        rt = cudart()
-        for graph, graph_exec in self._graphs.values():
-            rt.cudaGraphExecDestroy(graph_exec)
-            rt.cudaGraphDestroy(graph)
         self._graphs.clear()
 
     def close(self) -> None:

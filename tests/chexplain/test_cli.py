@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from chexplain import __version__, sample_images
 from chexplain.cli import main
+from chexplain.runtime.backends.compatibility import stack_problems
 
 from helpers import IMAGES, RG2_HIP, SIIM
 
@@ -108,6 +109,8 @@ def test_version_and_doctor(cli: CliRunner):
     assert report["packages"]["onnxruntime"] and "CPUExecutionProvider" in report["onnxruntime_providers"]
     assert report["commands"]["predict"].startswith("onnxruntime")
     assert "pylibjpeg-openjpeg" in report["dicom_decoders"]
+    assert {"l4t", "jetpack", "driver_cuda", "tensorrt", "cuda_python"} <= set(report["gpu_stack"])
+    assert report["problems"] == stack_problems(report["gpu_stack"])
     assert "each command will use" in cli.invoke(main, ["doctor"]).output
 
 

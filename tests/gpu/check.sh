@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# GPU check for a machine with an NVIDIA GPU (not part of `make test`): builds TensorRT
-# engines (fp32, fp16, mixed) and compares and times them where TensorRT is installed, else
-# checks the PyTorch explainer on CUDA (parity with the CPU, FP16 fidelity, latency).
-# Prints one table per check; exit 0 when the criteria hold. Usage: tests/gpu/check.sh [--iterations N]
-set -euo pipefail
+# GPU check for a machine with an NVIDIA GPU, a Jetson included (not part of `make test`; run it
+# after `make export`, or as `make gpu-check`):
+#   1. tests/gpu/check_engines.py (no torch): fp32, mixed and fp16 TensorRT engines of the
+#      exported graph against ONNX Runtime CPU, with latency; runs where TensorRT and cuda-python are;
+#   2. tests/gpu/check_torch.py (optional): the PyTorch explainer on CUDA, where torch sees a GPU.
+# Prints Markdown tables for BENCHMARKS.md; exit 0 when every check that ran passed and at least one ran.
+# Usage: tests/gpu/check.sh [--iterations N] [--dla N]   (--dla: the engine check only)
+set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python3)}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv
-exec "$PYTHON" tests/gpu/check.py "$@"
+has() { "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if all(importlib.util.find_spec(m) for m in sys.argv[1:]) else 1)" "$@"; }
+ran=0 status=0
+if has tensorrt cuda onnx onnxruntime; then
+  ran=1; "$PYTHON" tests/gpu/check_engines.py "$@" || status=1
+else
+  echo "engine check skipped: needs tensorrt, cuda-python, onnx and onnxruntime (README \"Jetson\")"
+fi
+torch_args=()
+while [ $# -gt 0 ]; do case "$1" in --iterations) torch_args+=("$1" "$2"); shift 2 ;; *) shift ;; esac; done
+if has torch torchvision && "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  ran=1; "$PYTHON" tests/gpu/check_torch.py "${torch_args[@]}" || status=1
+else
+  echo "PyTorch-CUDA check skipped: torch (with torchvision) does not see a GPU here"
+fi
+[ "$ran" -eq 1 ] || { echo "nothing to check on this machine: no TensorRT and no CUDA-enabled torch" >&2; exit 1; }
+exit "$status"
