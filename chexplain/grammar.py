@@ -32,8 +32,8 @@ PRECISIONS = ("fp32", "fp16", "mixed")
 CHECKPOINT_KINDS = ("auto", "chexplain", "torchvision", "torchxrayvision", "chexnet")
 
 DEFAULT_MODEL = "densenet121-chexpert"
-# LRP's default: flat on the first convolution, z+ on the others, epsilon on the classifier, the z rule on
-# BatchNorms; stable under input noise far below an 8-bit step on the trained model, where lrp:epsilon
+# LRP's default: flat on the first convolution, z+ on the others, epsilon on the classifier and (with
+# epsilon 1e-3) on BatchNorms; stable under input noise far below an 8-bit step on the trained model, where lrp:epsilon
 # (the seed study's) is not, and the best localised of the stable composites (README "Trustworthy LRP").
 DEFAULT_LRP_COMPOSITE = "epsilon-plus-flat-bn"
 DEFAULT_LRP = f"{LRP_PREFIX}{DEFAULT_LRP_COMPOSITE}"

@@ -203,6 +203,13 @@ def pin_fp32_layers(network: Any, trt: Any) -> int:
     return pinned
 
 
+def network_flags(trt: Any, plan: BuildPlan) -> int:
+    """``create_network``'s flags: STRONGLY_TYPED where the plan wants it and the enum still has it
+    (TensorRT 11 types every network strongly and deprecates the flag)."""
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 1 << int(strongly_typed) if plan.strongly_typed and strongly_typed is not None else 0
+
+
 def tensorrt_available() -> tuple[bool, str]:
     """Whether an engine can be built here, and if not, why."""
     try:
@@ -255,8 +262,7 @@ def build_engine(
     builder = trt.Builder(logger)
     if plan.dla_core is not None:
         check_dla_core(plan.dla_core, builder.num_DLA_cores)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, plan))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
         raise EngineBuildError(f"{source}: TensorRT's ONNX parser refused the graph:\n" + "\n".join(parser_errors(parser)))

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -18,6 +19,7 @@ from chexplain.export.tensorrt_build import (
     BatchRange,
     EngineBuildError,
     check_dla_core,
+    network_flags,
     plan_build,
     precision_caveat,
     profile_shapes,
@@ -77,6 +79,15 @@ def test_dla_builds_are_weakly_typed_with_fixed_shapes(precision, graph, pinned)
 def test_build_plans_that_cannot_work_are_refused(version, precision, dla_core, message):
     with pytest.raises(EngineBuildError, match=message):
         plan_build(version, precision, dla_core)
+
+
+def test_network_flags_follow_the_plan_and_the_installed_enum():
+    """TensorRT 10 and 11.x name STRONGLY_TYPED (bit 1 in 10.x); a release without it gets no flag."""
+    with_flag = SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=1))
+    without = SimpleNamespace(NetworkDefinitionCreationFlag=SimpleNamespace())
+    assert network_flags(with_flag, plan_build("10.3.0", "mixed")) == 2
+    assert network_flags(with_flag, plan_build("10.3.0", "mixed", dla_core=0)) == 0
+    assert network_flags(without, plan_build("11.4.1", "mixed")) == 0
 
 
 def test_dla_cores_are_checked():
