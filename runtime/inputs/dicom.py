@@ -46,6 +46,9 @@ def _to_unit_range(path: Path, ds: Any, pixels: np.ndarray) -> np.ndarray:
     """Modality LUT, then VOI LUT or window (else the image's own range), to [0, 1]."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if keyword in ds and ds[keyword].value not in (None, "") and not np.isfinite(_first(ds[keyword].value)):
+            raise InputError(path, f"{keyword} is {_first(ds[keyword].value)}, not a finite number")
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     if "VOILUTSequence" in ds:
         item = ds.VOILUTSequence[0]

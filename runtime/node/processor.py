@@ -65,7 +65,7 @@ class InstanceProcessor:
             files["sr.dcm"] = self._report(source, prediction)
             record["structured_report"] = "sr.dcm"
         record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
-        files[RESULT_FILE] = (json.dumps(record, indent=2) + "\n").encode()
+        files[RESULT_FILE] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()  # strict JSON, always
         return files, record
 
     def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class Predictor:
         if "targets" in inputs:
             outputs.setdefault("targets", inputs["targets"])
         probabilities = {c: float(p) for c, p in zip(self.manifest.classes, outputs["probabilities"][0])}
+        if not all(math.isfinite(p) for p in probabilities.values()):
+            raise InputError(path, "the model gave non-finite probabilities (NaN or infinity) for this image")
         return Prediction(
             input=str(path),
             probabilities=probabilities,

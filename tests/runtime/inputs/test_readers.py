@@ -147,6 +147,19 @@ def test_dicom_without_pixel_data(tmp_path: Path):
         read_radiograph(tmp_path / "nopixels.dcm")
 
 
+@pytest.mark.parametrize("keyword, value", [("RescaleSlope", "NaN"), ("RescaleIntercept", "inf"),
+                                            ("WindowCenter", "NaN"), ("WindowWidth", "-inf")])
+def test_non_finite_rescale_or_window_is_refused(tmp_path: Path, keyword: str, value: str):
+    """A NaN slope would explain a NaN image and write NaN into the results: refuse it, naming the attribute."""
+    ds = pydicom.dcmread(SIIM)
+    ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = "1", "0", "128", "256"
+    setattr(ds, keyword, value)
+    ds.save_as(tmp_path / "bad.dcm")
+    with pytest.raises(InputError, match=f"{keyword} is .*, not a finite number") as caught:
+        read_radiograph(tmp_path / "bad.dcm")
+    assert str(tmp_path / "bad.dcm") in str(caught.value)
+
+
 def test_non_radiograph_modality_is_refused(tmp_path: Path):
     ds = pydicom.dcmread(SIIM)
     ds.Modality = "CT"
