@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..host import package_version
+from .cuda import cuda_version_text
 
 L4T_RELEASE = Path("/etc/nv_tegra_release")
 # L4T release -> JetPack (NVIDIA's JetPack archive); 36.x is JetPack 6 (CUDA 12.6, TensorRT 10.3).
@@ -50,7 +51,7 @@ def driver_cuda_version() -> str | None:
     number = ctypes.c_int(0)
     if libcuda.cuDriverGetVersion(ctypes.byref(number)) != 0 or number.value <= 0:
         return None
-    return f"{number.value // 1000}.{number.value % 1000 // 10}"
+    return cuda_version_text(number.value)
 
 
 def gpu_stack() -> dict[str, Any]:

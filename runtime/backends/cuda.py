@@ -95,7 +95,8 @@ class GpuInfo:
     cuda_driver: str
 
 
-def _version(number: int) -> str:
+def cuda_version_text(number: int) -> str:
+    """CUDA's version integer (12060) as text (``12.6``)."""
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
@@ -114,8 +115,8 @@ def gpu_info(device: int = 0) -> GpuInfo:
         name=name.strip("\x00 "),
         compute_capability=f"{props.major}.{props.minor}",
         memory_bytes=int(props.totalGlobalMem),
-        cuda_runtime=_version(check(rt.cudaRuntimeGetVersion())),
-        cuda_driver=_version(check(rt.cudaDriverGetVersion())),
+        cuda_runtime=cuda_version_text(check(rt.cudaRuntimeGetVersion())),
+        cuda_driver=cuda_version_text(check(rt.cudaDriverGetVersion())),
     )
 
 

@@ -80,7 +80,7 @@ class TensorRTBackend(Backend):
         if buffer is None or buffer.nbytes < nbytes:
             if buffer is not None:
                 buffer.free()
-                self._drop_graphs()  # captured graphs hold the old addresses
+                self._graphs.clear()  # captured graphs hold the old addresses
             buffer = self._buffers[name] = PinnedBuffer(nbytes)
             self.context.set_tensor_address(name, int(buffer.device))
         return buffer
@@ -142,15 +142,12 @@ class TensorRTBackend(Backend):
             self._graphs.put(key, captured)
         check(rt.cudaGraphLaunch(captured[1], self._stream))
 
-    def _drop_graphs(self) -> None:
-        self._graphs.clear()
-
     def close(self) -> None:
         """Free the CUDA graphs, buffers, events and stream; the engine and context go with the object."""
         if self._stream is None:
             return
         rt = cudart()
-        self._drop_graphs()
+        self._graphs.clear()
         for buffer in self._buffers.values():
             buffer.free()
         self._buffers.clear()
