@@ -35,6 +35,9 @@ if TYPE_CHECKING:
                    "get the metrics that need no region (granularity, sparseness, deletion/insertion).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Explain the first N radiographs with ground truth only (AUROC always covers the whole CSV).")
+@click.option("--auroc/--no-auroc", default=True, show_default=True,
+              help="With --data, the classifier's AUROC over every radiograph of the CSV (the same for every graph "
+                   "of one model, so a study of several graphs needs it once).")
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="Size of the top region (IoU, connected components) as a share of the pixels.")
 @click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Deletion/insertion steps.")
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 @options.backend()
 @options.threads()
 @options.verbosity
-def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, fraction, steps, examples,
+def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice, limit, auroc, fraction, steps, examples,
              noise_text, draws, seed, randomisation_model, randomisation_images, out_dir, backend, threads) -> None:
     """Measure the explanations against ground truth: pointing game, relevance mass and rank
     accuracy, top-region IoU, granularity, sparseness (Gini), deletion and insertion; and their
@@ -80,7 +83,7 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
         try:
             chosen = select_methods(graph_methods(engine.manifest.explanations), requested_methods(methods))
             cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
-            labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root else None
+            labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root and auroc else None
             require_targets(engine)
         except (ValueError, OSError) as error:
             raise click.UsageError(str(error)) from None

@@ -35,8 +35,9 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Also write a Basic Text SR with the findings for DICOM inputs [default: no]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
-        click.option("--forward", "forward_to", default=None, metavar="AE@HOST:PORT",
-                     help="Send the DICOM results to this AE (C-STORE), retrying with back-off."),
+        click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT",
+                     help="Send the DICOM results to this AE (C-STORE), retrying with back-off; repeatable "
+                          "(each destination has its own queue); replaces the config's [forward]."),
         click.option("--retry-initial", "retry_initial_s", type=click.FloatRange(min=0.1), default=None,
                      help="First delay in seconds before sending again after a failure [default: 5]; it doubles."),
         click.option("--retry-max", "retry_max_s", type=click.FloatRange(min=0.1), default=None,
@@ -45,6 +46,9 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--health-interval", "health_interval_s", type=click.FloatRange(min=0.1), default=None,
                      help="Seconds between health lines [default: 60]."),
         click.option("--allow-any-view", is_flag=True, default=None, help="Also explain non-chest and lateral DICOMs."),
+        click.option("--max-decoded-mb", "max_decoded_mb", type=click.IntRange(min=1), default=None,
+                     help="Largest decoded image (frames x rows x columns x samples x bytes), checked from the header "
+                          "before decoding; larger ones are quarantined [default: 128]."),
         options.verbosity,
     ]
     for option in reversed(shared):
@@ -70,15 +74,12 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
 
     try:
         config = load_config(config_file) if config_file else NodeConfig()
-        forward_to = flags.pop("forward_to", None)
+        forward_to = flags.pop("forward_to", ())
         retry = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
-        if forward_to:
-            flags["forward"] = Destination.parse(forward_to)
-        forward = flags.get("forward") or config.forward
-        if retry and forward is None:
+        forward = tuple(Destination.parse(text) for text in forward_to) or config.forward
+        if retry and not forward:
             raise ConfigError("--retry-initial and --retry-max need a destination (--forward or [forward])")
-        if retry:
-            flags["forward"] = replace(forward, **retry)
+        flags["forward"] = tuple(replace(destination, **retry) for destination in forward) or None
         flags["methods"] = tuple(requested_methods(flags["methods"])) or None
         flags["callers"] = config.callers + tuple(Caller.parse(text) for text in allow_callers) or None
         return with_overrides(config, **flags).check(listening)
@@ -111,6 +112,21 @@ def _run(config: Any, **service: Any) -> None:
               help="A calling AE title allowed to send (optionally only from these addresses); repeatable, "
                    "added to the config's [[callers]].")
 @click.option("--allow-any-caller", is_flag=True, default=None, help="Accept associations from any calling AE title.")
+@click.option("--max-associations", type=click.IntRange(min=1), default=None,
+              help="Associations at once, all callers; beyond, rejected as local limit exceeded [default: 16].")
+@click.option("--max-associations-per-address", type=click.IntRange(min=1), default=None,
+              help="Associations at once from one IP address; beyond, the connection is closed [default: 4].")
+@click.option("--acse-timeout", "acse_timeout_s", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds a caller has to send its whole A-ASSOCIATE-RQ after connecting [default: 10].")
+@click.option("--dimse-timeout", "dimse_timeout_s", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds to wait for a DIMSE message [default: 60].")
+@click.option("--network-timeout", "network_timeout_s", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds of silence before an association is aborted; also the time a PDU has to arrive whole "
+                   "[default: 60].")
+@click.option("--max-pdu", "max_pdu_size", type=click.IntRange(4096, 1 << 26), default=None,
+              help="Maximum PDU length we advertise, in bytes; a longer PDU closes the connection [default: 262144].")
+@click.option("--max-dataset-mb", type=click.IntRange(min=1), default=None,
+              help="Largest instance received, as encoded; a larger one closes the association [default: 256].")
 def serve(config_file, allow_callers, **flags) -> None:
     """Receive radiographs over DICOM (C-STORE) and explain each one.
 
@@ -141,6 +157,6 @@ def watch(folder, config_file, done_dir, settle_s, **flags) -> None:
     """
     _require((), "watch")
     config = _config(config_file, False, **flags)
-    if config.forward is not None:
+    if config.forward:
         _require(("pydicom", "pynetdicom"), "forwarding")
     _run(config, listen=False, watch_folder=folder, done_dir=done_dir, settle_s=settle_s)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...optional import require
 from ..errors import InputError
-from .bitmap import check_size, to_unit_gray
+from .bitmap import MAX_DECODED_BYTES, check_size, to_unit_gray
 
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
 CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
@@ -108,9 +108,11 @@ def check_radiograph(path: Path, info: dict[str, Any], allow_any_view: bool) -> 
         )
 
 
-def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, dict[str, Any], Any]:
+def read_dicom(path: Path, allow_any_view: bool = False,
+               max_decoded_bytes: int = MAX_DECODED_BYTES) -> tuple[np.ndarray, dict[str, Any], Any]:
     """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense), a description, and
-    its dataset without the pixel data (for objects derived from it)."""
+    its dataset without the pixel data (for objects derived from it). Only the first frame is
+    decoded, once its size from the header is within ``max_decoded_bytes``."""
     pydicom = import_pydicom()
     try:
         ds = pydicom.dcmread(path)
@@ -119,10 +121,14 @@ def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, di
     if "PixelData" not in ds:
         raise InputError(path, "DICOM without pixel data")
     info = describe(ds)
-    check_size(path, info["width"], info["height"])
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
+    check_size(path, info["width"], info["height"], samples * -(-bits // 8), max_decoded_bytes)
     check_radiograph(path, info, allow_any_view)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
-        pixels = ds.pixel_array
+        from pydicom.pixels import pixel_array
+
+        pixels = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array  # one frame decoded, not all
     except Exception as error:
         syntax = info["transfer_syntax"]
         name = getattr(pydicom.uid.UID(syntax), "name", syntax) if syntax else "unknown"
@@ -130,9 +136,7 @@ def read_dicom(path: Path, allow_any_view: bool = False) -> tuple[np.ndarray, di
             path, f"cannot decode {name} ({syntax}): {str(error).splitlines()[0]} "
             "(install the decoders: pip install 'chexplain[dicom]')"
         ) from None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        pixels = pixels[0]
         info["warning"] = f"{frames} frames; the first was used"
     photometric = info["photometric_interpretation"].upper()
     if pixels.ndim == 3:  # colour: gray it out, then treat as an 8/16-bit bitmap

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .bitmap import JPEG_SIGNATURE, PNG_SIGNATURE, read_bitmap
+from .bitmap import JPEG_SIGNATURE, MAX_DECODED_BYTES, PNG_SIGNATURE, read_bitmap
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 
@@ -35,8 +35,10 @@ def _is_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def read_radiograph(path: str | Path, allow_any_view: bool = False) -> Radiograph:
-    """Read a PNG, JPEG or DICOM file, recognised by its content, not its name."""
+def read_radiograph(path: str | Path, allow_any_view: bool = False,
+                    max_decoded_bytes: int = MAX_DECODED_BYTES) -> Radiograph:
+    """Read a PNG, JPEG or DICOM file, recognised by its content, not its name; one whose
+    decoded frame would exceed ``max_decoded_bytes`` is refused before it is decoded."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
@@ -50,11 +52,11 @@ def read_radiograph(path: str | Path, allow_any_view: bool = False) -> Radiograp
         raise InputError(path, "empty file (0 bytes)")
     header = None
     if data.startswith(PNG_SIGNATURE) or data.startswith(JPEG_SIGNATURE):
-        pixels, info = read_bitmap(path, data)
+        pixels, info = read_bitmap(path, data, max_decoded_bytes)
     elif _is_dicom(data[:132]) or path.suffix.lower() in {".dcm", ".dicom"}:
         from .dicom import read_dicom
 
-        pixels, info, header = read_dicom(path, allow_any_view=allow_any_view)
+        pixels, info, header = read_dicom(path, allow_any_view=allow_any_view, max_decoded_bytes=max_decoded_bytes)
     else:
         raise InputError(path, "not a PNG, JPEG or DICOM file")
     warnings = [info.pop("warning")] if "warning" in info else []

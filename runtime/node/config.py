@@ -27,9 +27,21 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 
-    [forward]                       # optional: send the DICOM results on (C-STORE)
-    ae_title = "PACS"
-    host = "10.0.0.5"
+    [limits]                        # what one peer may cost the node
+    max_associations = 16           # at once, all callers; beyond: rejected, "local limit exceeded"
+    max_associations_per_address = 4   # at once from one IP address; beyond: the connection is closed
+    acse_timeout_s = 10             # the A-ASSOCIATE-RQ must arrive whole within this of connecting
+    dimse_timeout_s = 60            # waiting for a DIMSE message
+    network_timeout_s = 60          # an association silent this long is aborted; a PDU must arrive
+                                    # whole within this of its first byte
+    max_pdu_size = 262144           # the maximum PDU length we advertise; a longer PDU closes the connection
+    max_dataset_mb = 256            # one received instance, as encoded
+    max_decoded_mb = 128            # one image's decoded pixels (frames x rows x columns x samples x
+                                    # bytes), checked from its header before decoding (DICOM, PNG, JPEG)
+
+    [[forward]]                     # optional, repeatable: send the DICOM results on (C-STORE),
+    ae_title = "PACS"               # each destination with its own queue; a single [forward]
+    host = "10.0.0.5"               # table is one destination
     port = 104
     retry_initial_s = 5
     retry_max_s = 300
@@ -47,6 +59,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
+
+
+MIN_PDU_SIZE, MAX_PDU_SIZE = 4096, 1 << 26  # a PDU smaller than a page is a misconfiguration; 64 MiB at most
 
 
 class ConfigError(ValueError):
@@ -81,6 +96,11 @@ class Destination:
     retry_initial_s: float = 5.0
     retry_max_s: float = 300.0
 
+    @property
+    def name(self) -> str:
+        """``AE@HOST:PORT``, as logs and health lines name it."""
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
     @classmethod
     def parse(cls, text: str) -> Destination:
         """``AE@HOST:PORT``."""
@@ -110,7 +130,15 @@ class NodeConfig:
     structured_report: bool = False
     max_size: int = 1024
     opacity: float = 0.6
-    forward: Destination | None = None
+    forward: tuple[Destination, ...] = ()
+    max_associations: int = 16
+    max_associations_per_address: int = 4
+    acse_timeout_s: float = 10.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+    max_pdu_size: int = 262144
+    max_dataset_mb: int = 256
+    max_decoded_mb: int = 128
 
     def allows(self, ae_title: str, address: str) -> bool:
         return self.allow_any_caller or any(c.allows(ae_title, address) for c in self.callers)
@@ -128,6 +156,15 @@ class NodeConfig:
             raise ConfigError(f"max_size must be at least 64 pixels, not {self.max_size}")
         if self.health_interval_s <= 0:
             raise ConfigError(f"health_interval_s must be positive, not {self.health_interval_s}")
+        for name in ("max_associations", "max_associations_per_address", "max_dataset_mb", "max_decoded_mb",
+                     "acse_timeout_s", "dimse_timeout_s", "network_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if not MIN_PDU_SIZE <= self.max_pdu_size <= MAX_PDU_SIZE:
+            raise ConfigError(f"max_pdu_size must be {MIN_PDU_SIZE}-{MAX_PDU_SIZE} bytes, not {self.max_pdu_size}")
+        named = [destination.name for destination in self.forward]
+        if len(set(named)) < len(named):
+            raise ConfigError(f"a destination is named twice in forward: {', '.join(sorted(named))}")
         return self
 
 
@@ -157,6 +194,9 @@ _TABLES: dict[str, dict[str, str]] = {
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
     "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity"},
+    "limits": {name: name for name in ("max_associations", "max_associations_per_address", "acse_timeout_s",
+                                       "dimse_timeout_s", "network_timeout_s", "max_pdu_size", "max_dataset_mb",
+                                       "max_decoded_mb")},
 }
 _FIELD_TYPES = {f.name: f.type for f in fields(NodeConfig)}
 
@@ -206,21 +246,8 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
                                       tuple(check_address(str(a)) for a in addresses)))
             values["callers"] = tuple(callers)
         elif table == "forward":
-            allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s"}
-            unknown = set(content) - allowed
-            missing = {"ae_title", "host", "port"} - set(content)
-            if unknown or missing:
-                raise ConfigError("[forward] " + (f"has unknown keys {', '.join(sorted(unknown))}" if unknown
-                                                           else f"needs {', '.join(sorted(missing))}"))
-            numbers = {key: content.get(key, default) for key, default in
-                       (("port", 0), ("retry_initial_s", 5.0), ("retry_max_s", 300.0))}
-            wrong = [key for key, value in numbers.items()
-                     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
-            if wrong or not isinstance(numbers["port"], int):
-                raise ConfigError(f"[forward] {', '.join(wrong or ['port'])} must be positive numbers (port an integer)")
-            values["forward"] = Destination(
-                check_ae_title(str(content["ae_title"]), "forward"), str(content["host"]),
-                check_port(numbers["port"], "forward"), float(numbers["retry_initial_s"]), float(numbers["retry_max_s"]))
+            entries = content if isinstance(content, list) else [content]
+            values["forward"] = tuple(_destination(entry) for entry in entries)
         elif table in _TABLES:
             for key, value in content.items():
                 if key not in _TABLES[table]:
@@ -228,8 +255,29 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
                 name = _TABLES[table][key]
                 values[name] = _convert(name, value, f"[{table}]")
         else:
-            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, forward)")
+            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, limits, forward)")
     return NodeConfig(**values)
+
+
+def _destination(content: Any) -> Destination:
+    """One [forward] / [[forward]] table."""
+    if not isinstance(content, dict):
+        raise ConfigError("forward must be a table ([forward]) or an array of tables ([[forward]])")
+    allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s"}
+    unknown = set(content) - allowed
+    missing = {"ae_title", "host", "port"} - set(content)
+    if unknown or missing:
+        raise ConfigError("[forward] " + (f"has unknown keys {', '.join(sorted(unknown))}" if unknown
+                                          else f"needs {', '.join(sorted(missing))}"))
+    numbers = {key: content.get(key, default) for key, default in
+               (("port", 0), ("retry_initial_s", 5.0), ("retry_max_s", 300.0))}
+    wrong = [key for key, value in numbers.items()
+             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
+    if wrong or not isinstance(numbers["port"], int):
+        raise ConfigError(f"[forward] {', '.join(wrong or ['port'])} must be positive numbers (port an integer)")
+    return Destination(check_ae_title(str(content["ae_title"]), "forward"), str(content["host"]),
+                       check_port(numbers["port"], "forward"), float(numbers["retry_initial_s"]),
+                       float(numbers["retry_max_s"]))
 
 
 def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:

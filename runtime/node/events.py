@@ -45,7 +45,7 @@ class Metrics:
 
     def __init__(self, window: int = 1000) -> None:
         self.started = time.monotonic()
-        self.received = self.processed = self.failed = self.refused = self.forwarded = 0
+        self.received = self.processed = self.failed = self.refused = self.forwarded = self.rejected = 0
         self.latencies_ms: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
@@ -64,7 +64,7 @@ class Metrics:
             record: dict[str, Any] = {
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "received": self.received, "processed": self.processed, "failed": self.failed,
-                "refused": self.refused, "forwarded": self.forwarded,
+                "refused": self.refused, "forwarded": self.forwarded, "rejected": self.rejected,
             }
         record.update(extra)
         if latencies:

@@ -1,16 +1,33 @@
-"""Send the node's DICOM results on to a destination AE (C-STORE SCU), retrying with back-off.
+"""Send the node's DICOM results on to destination AEs (C-STORE SCU): one queue per destination,
+and an answer handled by its status category, so that no object holds up the others.
 
-Every ``.dcm`` in an outbox folder is sent once; a file the destination accepted gets a
-``<name>.sent`` marker beside it (written durably), so a restart sends only what is left.
-What cannot be sent stays in the outbox and is tried again after a delay that doubles from
-``retry_initial_s`` up to ``retry_max_s``.
+Every ``.dcm`` in the outbox is sent once to each destination. The destination's answer
+decides, by pynetdicom's status categories (PS3.7 annex C):
+
+- Success or Warning: stored (a warning, e.g. 0x0107 "attribute list error" or 0xB000
+  "coercion of data elements", is logged with its status); a ``<name>.sent.<destination>``
+  marker is written durably beside the file, so a restart sends only what is left.
+- Failure that says "not now" (``TRANSIENT``: out of resources, resource limitation,
+  processing failure): that object alone is tried again later, its delay doubling from
+  ``retry_initial_s`` to ``retry_max_s``; the objects behind it go on.
+- Any other answer (a refusal: cannot understand, SOP class not supported, no presentation
+  context for it at the destination, ...): the object is permanently rejected by that
+  destination. A copy goes to ``rejected/<destination>/<item>/`` with the status beside it,
+  and the rest go on.
+- No answer (the association failed, was aborted or timed out): the destination is down;
+  everything for it waits, with the same doubling delay, while the other destinations go on.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .basic_text_sr import BASIC_TEXT_SR_STORAGE
 from .config import Destination
@@ -19,38 +36,122 @@ from .secondary_capture import SECONDARY_CAPTURE_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
 
 SENT_SUFFIX = ".sent"
+STATUS_SUFFIX = ".status.txt"
 TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
 RESULT_SOP_CLASSES = (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE)  # what the node writes
+OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
+RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
+NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"
 
 
-def unsent(outbox: Path) -> list[Path]:
-    """The DICOM results not yet accepted by the destination, oldest item first."""
-    files = []
-    for folder in sorted(p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX)):
-        files += [f for f in sorted(folder.glob("*.dcm")) if not f.with_name(f.name + SENT_SUFFIX).exists()]
-    return files
+def destination_key(destination: Destination) -> str:
+    """A file-name-safe name of a destination for its markers and its rejected/ folder."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", f"{destination.ae_title.strip()}_{destination.host}_{destination.port}")
 
 
-def mark_sent(path: Path) -> None:
-    write_durably(path.with_name(path.name + SENT_SUFFIX), b"")
-    fsync_dir(path.parent)
+def is_transient(status: int) -> bool:
+    """A failure the destination may not give next time: worth retrying this object later."""
+    return status in OUT_OF_RESOURCES or status in (RESOURCE_LIMITATION, PROCESSING_FAILURE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a destination said to one object: its status code (None: refused before sending)
+    and pynetdicom's category of it (Success, Warning, Failure, Cancel, Pending, Unknown)."""
+
+    status: int | None
+    category: str
+    reason: str = ""
+
+    @classmethod
+    def of(cls, status: int) -> Answer:
+        from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+        category = code_to_category(status)
+        described = STORAGE_SERVICE_CLASS_STATUS.get(status)
+        return cls(status, category, f"{described[0]}: {described[1]}" if described else category)
+
+    @property
+    def stored(self) -> bool:
+        return self.category in ("Success", "Warning")
+
+    @property
+    def transient(self) -> bool:
+        return self.status is not None and is_transient(self.status)
+
+    def describe(self) -> str:
+        return (f"status 0x{self.status:04X} ({self.reason})" if self.status is not None else self.reason)
+
+
+class Unreachable(Exception):
+    """The destination could not be reached or gave no answer: everything for it waits."""
+
+
+class Outbox:
+    """One destination's view of the outbox: what it has accepted (markers) and rejected (copies)."""
+
+    def __init__(self, outbox: Path, rejected: Path, destination: Destination) -> None:
+        self.outbox = outbox
+        self.key = destination_key(destination)
+        self.rejected = rejected / self.key
+
+    def sent_marker(self, path: Path) -> Path:
+        return path.with_name(f"{path.name}{SENT_SUFFIX}.{self.key}")
+
+    def rejected_copy(self, path: Path) -> Path:
+        return self.rejected / path.parent.name / path.name
+
+    def unsent(self) -> list[Path]:
+        """The DICOM results neither accepted nor rejected by this destination, oldest item first."""
+        files = []
+        for folder in sorted(p for p in self.outbox.iterdir() if p.is_dir() and not p.name.startswith(PARTIAL_PREFIX)):
+            files += [f for f in sorted(folder.glob("*.dcm"))
+                      if not self.sent_marker(f).exists() and not self.rejected_copy(f).exists()]
+        return files
+
+    def mark_sent(self, path: Path) -> None:
+        write_durably(self.sent_marker(path), b"")
+        fsync_dir(path.parent)
+
+    def reject(self, path: Path, why: str) -> Path:
+        """Keep a copy with the reason in rejected/ (written aside, then renamed): that is the
+        record that this destination will never take it."""
+        target = self.rejected_copy(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(target.with_name(target.name + STATUS_SUFFIX), (why.rstrip() + "\n").encode())
+        partial = target.with_name(PARTIAL_PREFIX + target.name)
+        write_durably(partial, path.read_bytes())
+        os.replace(partial, target)
+        fsync_dir(target.parent)
+        return target
 
 
 class Forwarder:
-    """One destination; ``send`` is one attempt, ``run`` the retry loop of the node's thread."""
+    """One destination with its own queue and back-off; ``send`` is one association, ``run`` the
+    loop of the destination's thread."""
 
-    def __init__(self, outbox: Path, destination: Destination, calling_ae: str, log: EventLog,
-                 metrics: Metrics | None = None) -> None:
-        self.outbox = outbox
+    def __init__(self, outbox: Path, rejected: Path, destination: Destination, calling_ae: str, log: EventLog,
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue = Outbox(outbox, rejected, destination)
         self.destination = destination
         self.calling_ae = calling_ae
         self.log = log
         self.metrics = metrics
+        self.clock = clock
+        self.retry_at: dict[Path, tuple[float, float]] = {}  # object -> (when it is due, its next delay)
 
-    def send(self, files: Sequence[Path]) -> str | None:
-        """Try to send ``files`` over one association, reading one at a time (a long backlog
-        never sits in memory); None when all were accepted, else why not."""
-        from pydicom import dcmread
+    @property
+    def name(self) -> str:
+        return self.destination.name
+
+    def due(self) -> list[Path]:
+        """Unsent objects whose back-off has passed."""
+        now = self.clock()
+        return [f for f in self.queue.unsent() if self.retry_at.get(f, (0.0, 0.0))[0] <= now]
+
+    def send(self, files: Sequence[Path]) -> None:
+        """Offer ``files`` over one association, read one at a time (a long backlog never sits in
+        memory), each handled by its answer. Raises Unreachable when the destination gives none."""
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
@@ -59,43 +160,77 @@ class Forwarder:
         target = self.destination
         assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
         if not assoc.is_established:
-            return f"no association with {target.ae_title}@{target.host}:{target.port}"
+            raise Unreachable(f"no association with {self.name}")
         try:
+            accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
             for path in files:
-                try:
-                    ds = dcmread(path)
-                except Exception as error:  # a damaged result: say so once, keep it out of the retries
-                    self.log("forward_unreadable", file=str(path), error=str(error).splitlines()[0])
-                    path.rename(path.with_suffix(".unreadable"))
-                    continue
-                code = getattr(assoc.send_c_store(ds), "Status", None)
-                if code is None or not (code == 0x0000 or code & 0xF000 == 0xB000):  # neither success nor warning
-                    return f"{path.name}: " + (f"status 0x{code:04X}" if code is not None else "no response")
-                mark_sent(path)
-                if self.metrics:
-                    self.metrics.count("forwarded")
-                self.log("forwarded", file=path.name, item=path.parent.name, sop=uid_hash(str(ds.SOPInstanceUID)),
-                         destination=target.ae_title, status=f"0x{code:04X}")
-            return None
+                self._offer(assoc, accepted, path)
         finally:
             if assoc.is_established:
                 assoc.release()
 
+    def _offer(self, assoc: Any, accepted: set[str], path: Path) -> None:
+        from pydicom import dcmread
+
+        try:
+            ds = dcmread(path)
+            sop_class, sop = str(ds.SOPClassUID), uid_hash(str(ds.SOPInstanceUID))
+        except Exception as error:  # a damaged result: never sendable, so rejected with the reason
+            self._rejected(path, "", Answer(None, "Failure", f"unreadable: {str(error).splitlines()[0]}"))
+            return
+        if sop_class not in accepted:
+            self._rejected(path, sop, Answer(None, "Failure", NO_CONTEXT))
+            return
+        response = assoc.send_c_store(ds)
+        if "Status" not in response:
+            raise Unreachable(f"{path.name}: no response from {self.name}")
+        answer = Answer.of(int(response.Status))
+        fields = {"file": path.name, "item": path.parent.name, "sop": sop, "destination": self.name,
+                  "status": f"0x{answer.status:04X}", "category": answer.category}
+        if answer.stored:
+            self.queue.mark_sent(path)
+            self.retry_at.pop(path, None)
+            if self.metrics:
+                self.metrics.count("forwarded")
+            self.log("forwarded", **fields, **({"warning": answer.reason} if answer.category == "Warning" else {}))
+        elif answer.transient:
+            delay = self.retry_at.get(path, (0.0, self.destination.retry_initial_s))[1]
+            self.retry_at[path] = (self.clock() + delay, min(delay * 2, self.destination.retry_max_s))
+            self.log("forward_deferred", **fields, reason=answer.reason, retry_in_s=delay)
+        else:
+            self._rejected(path, sop, answer)
+
+    def _rejected(self, path: Path, sop: str, answer: Answer) -> None:
+        copy = self.queue.reject(path, f"{self.name}: {answer.describe()}")
+        self.retry_at.pop(path, None)
+        if self.metrics:
+            self.metrics.count("rejected")
+        self.log("forward_rejected", file=path.name, item=path.parent.name, sop=sop, destination=self.name,
+                 status=None if answer.status is None else f"0x{answer.status:04X}", category=answer.category,
+                 reason=answer.reason, kept=str(copy))
+
+    def next_wait(self, poll_s: float) -> float:
+        """Seconds until the earliest deferred object is due (at most ``poll_s``)."""
+        if not self.retry_at:
+            return poll_s
+        return max(0.0, min(poll_s, min(at for at, _ in self.retry_at.values()) - self.clock()))
+
     def run(self, stop: threading.Event, wake: threading.Event, poll_s: float = 30.0) -> None:
-        """Send what is unsent whenever woken (a result was written) or every ``poll_s``; back off on failure."""
+        """Send what is due whenever woken (a result was written), when a deferred object is due,
+        or every ``poll_s``; when the destination is unreachable, wait with a doubling delay."""
         delay = self.destination.retry_initial_s
         while not stop.is_set():
-            files = unsent(self.outbox)
+            files = self.due()
             if files:
                 try:
-                    failure = self.send(files)
+                    self.send(files)
                 except Exception as error:  # network errors of every kind: keep the files, retry later
-                    failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                if failure:
-                    self.log("forward_failed", error=failure, unsent=len(unsent(self.outbox)), retry_in_s=delay)
+                    failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+                    self.log("forward_failed", destination=self.name, error=failure,
+                             unsent=len(self.queue.unsent()), retry_in_s=delay)
                     stop.wait(delay)
                     delay = min(delay * 2, self.destination.retry_max_s)
                     continue
                 delay = self.destination.retry_initial_s
-            wake.wait(poll_s)
+            wake.wait(self.next_wait(poll_s))
             wake.clear()

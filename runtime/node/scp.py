@@ -6,6 +6,10 @@ given) and only when they call our AE title; anything else is rejected at associ
 Presentation contexts: Verification (C-ECHO) and the CR and DX storage SOP classes, with every
 transfer syntax pydicom can decode here. A C-STORE is answered Success only once the instance
 is stored durably; Out of Resources (A700) when the queue is full or storing failed.
+
+Every connection is bounded before its caller is known (limits.py): connections per address,
+the time to send a whole A-ASSOCIATE-RQ and each PDU, the PDU length we advertise and
+accept, the size of one dataset; pynetdicom's association count and timeouts do the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from .config import NodeConfig
 from .events import EventLog, uid_hash
+from .limits import ConnectionLimits, guard_connection
 from .worker import Node
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -52,25 +57,50 @@ class StorageSCP:
 
         self.config, self.node, self.log = config, node, log
         self.ae = AE(ae_title=config.ae_title)
-        self.ae.maximum_pdu_size = 0  # no limit on what we receive
+        self.ae.maximum_pdu_size = config.max_pdu_size
+        self.ae.maximum_associations = config.max_associations
+        self.ae.acse_timeout = config.acse_timeout_s
+        self.ae.dimse_timeout = config.dimse_timeout_s
+        self.ae.network_timeout = config.network_timeout_s
+        self.limits = ConnectionLimits(max_pdu_bytes=config.max_pdu_size, max_dataset_bytes=config.max_dataset_mb << 20,
+                                       request_timeout_s=config.acse_timeout_s, pdu_timeout_s=config.network_timeout_s)
         self.ae.add_supported_context(VERIFICATION)
         syntaxes = decodable_transfer_syntaxes()
         for sop_class in RADIOGRAPH_STORAGE:
             self.ae.add_supported_context(sop_class, syntaxes)
-        self.handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_STORE, self._on_store),
-                         (evt.EVT_C_ECHO, self._on_echo)]
+        self.handlers = [(evt.EVT_CONN_OPEN, self._on_connection), (evt.EVT_REQUESTED, self._on_requested),
+                         (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo)]
         self.server: Any = None
 
     def start(self) -> None:
         self.server = self.ae.start_server((self.config.host, self.config.port), block=False,
                                            evt_handlers=self.handlers)
         self.log("listening", ae_title=self.config.ae_title, host=self.config.host, port=self.config.port,
-                 storage=list(RADIOGRAPH_STORAGE.values()))
+                 storage=list(RADIOGRAPH_STORAGE.values()), max_associations=self.config.max_associations,
+                 max_associations_per_address=self.config.max_associations_per_address,
+                 max_pdu_size=self.config.max_pdu_size, max_dataset_mb=self.config.max_dataset_mb,
+                 timeouts_s={"acse": self.config.acse_timeout_s, "dimse": self.config.dimse_timeout_s,
+                             "network": self.config.network_timeout_s})
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+
+    def _on_connection(self, event: Any) -> None:
+        """A new connection, before a byte is read: refused when its address already holds its
+        share of the associations, else read through the guard."""
+        address = str(event.address[0])
+        socket = event.assoc.dul.socket
+        held = sum(1 for assoc in self.ae.active_associations
+                   if assoc is not event.assoc and str(assoc.requestor.address) == address)
+        if held >= self.config.max_associations_per_address:
+            self.log("connection_refused", address=address, reason=f"{held} associations from this address "
+                     f"(limit {self.config.max_associations_per_address})")
+            socket.close()
+            return
+        guard_connection(socket, self.limits,
+                         lambda reason: self.log("connection_closed", address=address, reason=reason))
 
     def _on_requested(self, event: Any) -> None:
         requestor = event.assoc.requestor

@@ -9,13 +9,14 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..backends import open_backend
 from ..maps.methods import choose_classes, graph_methods, select_methods
 from ..results.prediction import Predictor
 from .config import NodeConfig
 from .events import EventLog
-from .forwarder import Forwarder, unsent
+from .forwarder import Forwarder
 from .processor import InstanceProcessor
 from .spool import Spool
 from .worker import Node
@@ -29,7 +30,7 @@ def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> Instan
     settings = backend.manifest.explanations
     try:
         return InstanceProcessor(
-            Predictor(backend, allow_any_view=config.allow_any_view),
+            Predictor(backend, allow_any_view=config.allow_any_view, max_decoded_bytes=config.max_decoded_mb << 20),
             select_methods(graph_methods(settings), list(config.methods)),
             classes=choose_classes(settings, config.classes, backend.manifest.classes),
             opacity=config.opacity, max_size=config.max_size, structured_report=config.structured_report,
@@ -49,9 +50,10 @@ def _import_pydicom_once() -> None:
 def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog, *, listen: bool = True,
                 watch_folder: Path | None = None, done_dir: Path | None = None, settle_s: float = 2.0) -> None:
     """Serve until SIGTERM or SIGINT."""
-    stop, wake = threading.Event(), threading.Event()
+    stop = threading.Event()
+    wakes = [threading.Event() for _ in config.forward]  # one per destination: a new result wakes each
     spool = Spool(config.spool)
-    node = Node(spool, processor, log, config.max_queue, on_result=wake.set)
+    node = Node(spool, processor, log, config.max_queue, on_result=lambda: [wake.set() for wake in wakes])
     log("starting", spool=str(spool.root), backend=processor.predictor.backend.describe(),
         model=processor.predictor.manifest.name, methods=[m.label for m in processor.methods],
         banner=processor.predictor.manifest.banner(), max_queue=config.max_queue)
@@ -62,12 +64,16 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
         scp = StorageSCP(config, node, log)
     _import_pydicom_once()
     node.start()
-    extra = (lambda: {"unsent": len(unsent(spool.outbox))}) if config.forward is not None else None
+    forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics)
+                  for destination in config.forward]
+
+    def unsent() -> dict[str, Any]:
+        return {"unsent": {forwarder.name: len(forwarder.queue.unsent()) for forwarder in forwarders}}
+
     threads = [threading.Thread(target=node.report_health, name="chexplain-health", daemon=True,
-                                args=(config.health_interval_s, extra))]
-    if config.forward is not None:
-        forwarder = Forwarder(spool.outbox, config.forward, config.ae_title, log, node.metrics)
-        threads.append(threading.Thread(target=forwarder.run, args=(stop, wake), name="chexplain-forward", daemon=True))
+                                args=(config.health_interval_s, unsent if forwarders else None))]
+    threads += [threading.Thread(target=forwarder.run, args=(stop, wake), name=f"chexplain-forward-{index}", daemon=True)
+                for index, (forwarder, wake) in enumerate(zip(forwarders, wakes, strict=True))]
     if watch_folder is not None:
         from .watcher import FolderWatcher
 
@@ -91,7 +97,8 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
             signal.signal(sig, handler)
         if scp is not None:
             scp.stop()
-        wake.set()
+        for wake in wakes:
+            wake.set()
         node.stop(STOP_TIMEOUT_S)
         processor.predictor.backend.close()
         log("stopped", **node.health())

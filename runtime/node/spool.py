@@ -5,8 +5,12 @@ Layout under the spool's root::
 
     inbox/<id><suffix>      received: written to inbox/.incoming/, fsynced, renamed into place
                             (and the folder fsynced) before the sender is told it arrived
-    outbox/<id>/            the results, written whole in outbox/.partial-<id>/ and renamed
+    inbox/.attempts/<id>    how many times the worker has begun this item (written before it
+                            begins), so that an item that kills the process is not retried forever
+    outbox/<id>/            the results, written whole in outbox/.partial-<id>/ and renamed,
+                            with source.sha256: the digest of the input they explain
     quarantine/<id>/        an input that cannot be explained, with reason.txt
+    rejected/<destination>/<id>/   a copy of a result a destination refused, with its status
 
 Item ids start with the arrival time in nanoseconds, so sorting them is arrival order. On
 a restart every inbox item is processed again, except one whose results (or quarantine
@@ -17,6 +21,7 @@ incoming file was never acknowledged, a partial result is recomputed.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -25,8 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 INCOMING = ".incoming"
+ATTEMPTS = ".attempts"
 PARTIAL_PREFIX = ".partial-"
 REASON_FILE = "reason.txt"
+SOURCE_DIGEST = "source.sha256"
 _counter = itertools.count()
 
 
@@ -43,6 +50,11 @@ def write_durably(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def digest(data: bytes) -> str:
+    """The content digest that tells a re-sent instance from a different one under the same UID."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def new_item_id(key: str = "") -> str:
@@ -72,7 +84,9 @@ class Spool:
         self.inbox = self.root / "inbox"
         self.outbox = self.root / "outbox"
         self.quarantined = self.root / "quarantine"
-        for folder in (self.inbox / INCOMING, self.outbox, self.quarantined):
+        self.rejected = self.root / "rejected"
+        self.attempts = self.inbox / ATTEMPTS
+        for folder in (self.inbox / INCOMING, self.attempts, self.outbox, self.quarantined, self.rejected):
             folder.mkdir(parents=True, exist_ok=True)
 
     def accept(self, data: bytes, suffix: str = "", key: str = "") -> Path:
@@ -80,7 +94,11 @@ class Spool:
         the sender be told that the data arrived."""
         name = new_item_id(key) + suffix
         incoming = self.inbox / INCOMING / name
-        write_durably(incoming, data)
+        try:
+            write_durably(incoming, data)
+        except OSError:
+            incoming.unlink(missing_ok=True)  # a disk-full write leaves nothing behind
+            raise
         item = self.inbox / name
         os.replace(incoming, item)
         fsync_dir(self.inbox)
@@ -93,13 +111,35 @@ class Spool:
             leftover.unlink()
         for partial in [*self.outbox.glob(PARTIAL_PREFIX + "*"), *self.quarantined.glob(PARTIAL_PREFIX + "*")]:
             shutil.rmtree(partial)
-        return self.pending()
+        pending = self.pending()
+        waiting = {item_id(item) for item in pending}
+        for counter in self.attempts.iterdir():
+            if counter.name not in waiting:
+                counter.unlink()
+        return pending
 
-    def keys(self) -> set[str]:
-        """The keys of everything received and not quarantined: inbox items and results."""
-        names = [p.name for p in self.inbox.iterdir() if not p.name.startswith(".")]
-        names += [p.name for p in self.outbox.iterdir() if not p.name.startswith(".")]
-        return {key for key in map(item_key, names) if key}
+    def begin(self, item: Path) -> int:
+        """Count one more attempt at ``item``, durably, before it is begun; returns the count."""
+        counter = self.attempts / item_id(item)
+        try:
+            attempts = int(counter.read_text() or 0) + 1
+        except (OSError, ValueError):
+            attempts = 1
+        write_durably(counter, str(attempts).encode())
+        return attempts
+
+    def keys(self) -> dict[str, str]:
+        """The key of everything received and not quarantined (inbox items and results), with
+        the digest of its content ('' for results written without one)."""
+        known = {}
+        for item in self.inbox.iterdir():
+            if item.is_file() and not item.name.startswith(".") and item_key(item.name):
+                known[item_key(item.name)] = digest(item.read_bytes())
+        for folder in self.outbox.iterdir():
+            if not folder.name.startswith(".") and item_key(folder.name):
+                recorded = folder / SOURCE_DIGEST
+                known[item_key(folder.name)] = recorded.read_text().strip() if recorded.exists() else ""
+        return known
 
     def pending(self) -> list[Path]:
         """Inbox items still to process, oldest first."""
@@ -118,7 +158,7 @@ class Spool:
             partial = self.outbox / (PARTIAL_PREFIX + item_id(item))
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
-            for name, data in files.items():
+            for name, data in {**files, SOURCE_DIGEST: digest(item.read_bytes()).encode()}.items():
                 write_durably(partial / name, data)
             fsync_dir(partial)
             os.replace(partial, target)
@@ -143,3 +183,4 @@ class Spool:
     def _remove(self, item: Path) -> None:
         item.unlink(missing_ok=True)
         fsync_dir(self.inbox)
+        (self.attempts / item_id(item)).unlink(missing_ok=True)

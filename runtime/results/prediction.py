@@ -12,6 +12,7 @@ from typing import Any
 from ...models.manifest import Manifest
 from ..backends import Backend, probability_targets
 from ..errors import InputError
+from ..inputs.bitmap import MAX_DECODED_BYTES
 from ..inputs.preprocess import Geometry, preprocess
 from ..inputs.reader import Radiograph, read_radiograph
 
@@ -84,11 +85,13 @@ class Predictor:
         backend: Backend,
         thresholds: Mapping[str, float] | None = None,
         allow_any_view: bool = False,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
     ) -> None:
         self.backend = backend
         self.manifest = backend.manifest
         self.thresholds = {**self.manifest.thresholds, **(thresholds or {})}
         self.allow_any_view = allow_any_view
+        self.max_decoded_bytes = max_decoded_bytes
 
     def predict(self, path: str | Path, **inputs: Any) -> Prediction:
         """One file; an unusable input becomes a failed Prediction, never an exception."""
@@ -105,7 +108,7 @@ class Predictor:
         if "targets" in self.backend.input_names and "targets" not in inputs:
             inputs = {**inputs, "targets": probability_targets(self.backend, 1, 0)}
         start = time.perf_counter()
-        radiograph = read_radiograph(path, allow_any_view=self.allow_any_view)
+        radiograph = read_radiograph(path, allow_any_view=self.allow_any_view, max_decoded_bytes=self.max_decoded_bytes)
         decoded = time.perf_counter()
         image, geometry = preprocess(radiograph.pixels, self.manifest.preprocessing)
         prepared = time.perf_counter()

@@ -118,9 +118,11 @@ def test_evaluate_noise_draws_are_seeded(targets_graph: Path, phantom_data: Path
     a, b, c = (json.loads((tmp_path / name / "evaluation.json").read_text())["records"] for name in "abc")
     assert [r["robustness"] for r in a] == [r["robustness"] for r in b]  # same seed, same draws
     assert [r["robustness"] for r in a] != [r["robustness"] for r in c]
-    none = CliRunner().invoke(main, [*args, "--noise", "none", "--out", str(tmp_path / "none")])
-    assert none.exit_code == 0 and "Pearson @" not in none.stdout
-    assert json.loads((tmp_path / "none" / "evaluation.json").read_text())["records"][0]["robustness"] == {}
+    assert json.loads((tmp_path / "a" / "evaluation.json").read_text())["classification"]["images"] == 4
+    none = CliRunner().invoke(main, [*args, "--noise", "none", "--no-auroc", "--out", str(tmp_path / "none")])
+    assert none.exit_code == 0 and "Pearson @" not in none.stdout and "AUROC" not in none.stdout
+    quiet = json.loads((tmp_path / "none" / "evaluation.json").read_text())
+    assert quiet["records"][0]["robustness"] == {} and quiet["classification"] is None
     bad = CliRunner().invoke(main, [*args, "--noise", "2", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "between 0 and 1" in bad.stderr
 

@@ -102,8 +102,8 @@ def test_lateral_view_is_refused(tmp_path: Path):
         read_radiograph(tmp_path / "lateral.dcm")
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+def _png_header_only(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -118,6 +118,8 @@ def _png_header_only(width: int, height: int) -> bytes:
         ("notes.png", b"this is not an image\n" * 10, "not a PNG, JPEG or DICOM file"),
         ("tiny.png", _png_header_only(1, 1), "1x1 pixels"),
         ("huge.png", _png_header_only(50000, 50000), "50000x50000 pixels"),
+        ("bomb.png", _png_header_only(16384, 16384, depth=16), "decodes to 512 MiB .*at most 128 MiB"),
+        ("rgba.png", _png_header_only(8000, 6000, colour=6), r"decodes to 183.1 MiB \(8000x6000, 4 bytes per pixel\)"),
         ("truncated.png", (IMAGES / "00013125_000.png").read_bytes()[:50000], "truncated PNG"),
     ],
 )
@@ -158,6 +160,23 @@ def test_non_finite_rescale_or_window_is_refused(tmp_path: Path, keyword: str, v
     with pytest.raises(InputError, match=f"{keyword} is .*, not a finite number") as caught:
         read_radiograph(tmp_path / "bad.dcm")
     assert str(tmp_path / "bad.dcm") in str(caught.value)
+
+
+def test_a_dicom_decoding_past_the_budget_is_refused_from_its_header(tmp_path: Path):
+    """An RLE "bomb": a few bytes that would decode to 16384 x 16384 x 16 bit; never decoded."""
+    ds = pydicom.dcmread(SIIM)
+    ds.Rows = ds.Columns = 16384
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00" * 64])
+    ds.save_as(tmp_path / "bomb.dcm")
+    with pytest.raises(InputError, match="decodes to 512 MiB .*at most 128 MiB"):
+        read_radiograph(tmp_path / "bomb.dcm")
+    siim = read_radiograph(SIIM)
+    budget = siim.size[0] * siim.size[1] * (ds.SamplesPerPixel if "SamplesPerPixel" in ds else 1)
+    with pytest.raises(InputError, match="at most 0.5 MiB is decoded"):
+        read_radiograph(SIIM, max_decoded_bytes=budget // 2)
+    assert np.array_equal(read_radiograph(SIIM, max_decoded_bytes=budget * 2).pixels, siim.pixels)
 
 
 def test_non_radiograph_modality_is_refused(tmp_path: Path):

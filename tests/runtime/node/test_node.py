@@ -4,134 +4,25 @@ SIGKILL in the middle of a burst, and a 50-image burst through a bounded queue."
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
-from pynetdicom import AE
 
 from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
 from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
 
 from dicom_builders import CT_IMAGE_STORAGE, dx_from_png
 from helpers import IMAGES, RG1_J2K_MONOCHROME1, RG2_HIP, SIIM
+from node_process import NodeProcess, dcmtk, free_port, results, serve, store
 
-CHEXPLAIN = str(Path(sys.executable).with_name("chexplain"))
-DX = "1.2.840.10008.5.1.4.1.1.1.1"
-EXPLICIT = "1.2.840.10008.1.2.1"
 PATIENT_NAME = "Test^Patient"
 pytestmark = pytest.mark.slow
-
-
-def dcmtk(tool: str) -> str:
-    path = shutil.which(tool)
-    assert path, f"{tool} not found: the node's tests need dcmtk (apt-get install dcmtk)"
-    return path
-
-
-@pytest.fixture(scope="session")
-def node_model(tmp_path_factory: pytest.TempPathFactory, radiographs: list[Path]) -> Path:
-    """The default model with Grad-CAM for its two most probable classes (quick to run)."""
-    from chexplain.export import export_model
-
-    root = tmp_path_factory.mktemp("node-model")
-    export_model("densenet121-chexpert", root, radiographs[:2], explain="gradcam", classes="topk:2",
-                 checkpoint_options={"name": "node-gradcam"}, log=lambda _: None)
-    return root / "node-gradcam"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class NodeProcess:
-    """`chexplain serve` (or watch) as a child process, its JSON log collected from stderr."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args, self.log_path = args, log
-        self.process: subprocess.Popen | None = None
-
-    def start(self, wait_for: str = "listening") -> NodeProcess:
-        before = len(self.events())  # a restart appends to the same log
-        self.handle = open(self.log_path, "a")  # noqa: SIM115 - the node's stderr for as long as it runs
-        self.process = subprocess.Popen([CHEXPLAIN, *self.args], stdout=subprocess.DEVNULL, stderr=self.handle)
-        self.wait_for(lambda: any(e["event"] == wait_for for e in self.events()[before:]), 120,
-                      f"no {wait_for!r} in the log")
-        return self
-
-    def events(self) -> list[dict]:
-        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def wait_for(self, condition, timeout: float, message: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"the node exited ({self.process.returncode}): {self.log_path.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"{message}; log: {self.log_path.read_text()[-2000:]}"
-            time.sleep(0.1)
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        self.process.send_signal(sig)
-        code = self.process.wait(150)
-        self.handle.close()
-        return code
-
-
-def serve(model: Path, spool: Path, port: int, *extra: str) -> NodeProcess:
-    args = ["serve", "--model", str(model), "--spool", str(spool), "--port", str(port), "--host", "127.0.0.1",
-            "--allow-caller", "STORESCU", "--allow-caller", "MODALITY@127.0.0.1", "--health-interval", "1", *extra]
-    return NodeProcess(args, spool.parent / f"node-{port}.log").start()
-
-
-def results(spool: Path) -> list[dict]:
-    return [json.loads((folder / "result.json").read_text()) for folder in sorted((spool / "outbox").iterdir())
-            if not folder.name.startswith(".")]
-
-
-def store(port: int, paths: list[Path], calling: str = "MODALITY", retry_refused: bool = False) -> list[int]:
-    """C-STORE each file over one association (pynetdicom); with ``retry_refused`` a file
-    answered Out of Resources is sent again after a pause, as a modality does."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(DX, EXPLICIT)
-    statuses = []
-    assoc = ae.associate("127.0.0.1", port, ae_title="CHEXPLAIN")
-    assert assoc.is_established
-    try:
-        for path in paths:
-            ds = pydicom.dcmread(path)
-            while True:
-                status = assoc.send_c_store(ds).Status
-                if not (retry_refused and status == 0xA700):
-                    break
-                time.sleep(0.3)
-            statuses.append(status)
-    finally:
-        assoc.release()
-    return statuses
-
-
-@pytest.fixture(scope="module")
-def dx_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """DX instances of the five NIH radiographs (12-bit, For Presentation)."""
-    folder = tmp_path_factory.mktemp("dx")
-    return [dx_from_png(png, folder / f"{png.stem}.dcm") for png in sorted(IMAGES.glob("*.png"))]
 
 
 def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_model, dx_files, tmp_path):
@@ -157,7 +48,7 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
         assert stranger.returncode != 0 and "Calling AE Title Not Recognized" in stranger.stderr
         node.wait_for(lambda: len(results(spool)) == 3, 180, "three results")
         # Each of the 3 instances: 2 classes x 1 method Secondary Captures + 1 SR, all forwarded.
-        node.wait_for(lambda: len(list(received.iterdir())) == 9 and len(list((spool / "outbox").glob("*/*.sent"))) == 9,
+        node.wait_for(lambda: len(list(received.iterdir())) == 9 and len(list((spool / "outbox").glob("*/*.sent.*"))) == 9,
                       60, "nine objects at the receiving AE, their acceptance recorded")
     finally:
         code = node.stop()
@@ -192,7 +83,7 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
                                   capture_output=True, text=True, timeout=30).stdout
             assert "SecondaryCaptureImageStorage" in dump and "NOT FOR DIAGNOSTIC USE" in dump
             assert "SourceImageSequence" in dump and str(source.SOPInstanceUID) in dump
-            assert (folder / (files["secondary_capture"] + ".sent")).exists()
+            assert (folder / (files["secondary_capture"] + f".sent.PACS_127.0.0.1_{pacs_port}")).exists()
         sr = pydicom.dcmread(folder / "sr.dcm")
         assert sr.SOPClassUID == BASIC_TEXT_SR_STORAGE and sr.StudyInstanceUID == source.StudyInstanceUID
         evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
@@ -347,17 +238,17 @@ retry_max_s = 1
     try:
         assert store(port, [dx_files[4]]) == [0]
         node.wait_for(lambda: sum(e["event"] == "forward_failed" for e in node.events()) >= 2, 60, "failed tries")
-        assert len(list((spool / "outbox").glob("*/*.sent"))) == 0 and len(list((spool / "outbox").glob("*/sc-*.dcm"))) == 2
+        assert len(list((spool / "outbox").glob("*/*.sent.*"))) == 0 and len(list((spool / "outbox").glob("*/sc-*.dcm"))) == 2
         pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "--output-directory", str(received), str(pacs_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            node.wait_for(lambda: len(list(received.iterdir())) == 2 and len(list((spool / "outbox").glob("*/*.sent"))) == 2,
+            node.wait_for(lambda: len(list(received.iterdir())) == 2 and len(list((spool / "outbox").glob("*/*.sent.*"))) == 2,
                           60, "the captures delivered (and their acceptance recorded) once the PACS is up")
         finally:
             pacs.terminate()
             pacs.wait(10)
     finally:
         assert node.stop() == 0
-    assert len(list((spool / "outbox").glob("*/*.sent"))) == 2
+    assert len(list((spool / "outbox").glob("*/*.sent.*"))) == 2
     failed = [e for e in node.events() if e["event"] == "forward_failed"]
     assert failed[0]["retry_in_s"] == 0.5 and failed[1]["retry_in_s"] == 1.0  # doubling, capped

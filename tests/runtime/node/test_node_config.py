@@ -12,7 +12,7 @@ import pytest
 from chexplain.runtime.errors import InputError
 from chexplain.runtime.node.config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
 from chexplain.runtime.node.events import EventLog, Metrics, uid_hash
-from chexplain.runtime.node.forwarder import mark_sent, unsent
+from chexplain.runtime.node.forwarder import Outbox
 from chexplain.runtime.node.spool import Spool
 from chexplain.runtime.node.watcher import FolderWatcher, is_partial
 from chexplain.runtime.node.worker import Node
@@ -63,7 +63,7 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     assert config.callers == (Caller("XRAY_ROOM_1", ("10.0.0.12", "10.0.0.13")), Caller("PACS"))
     assert (config.model, config.methods, config.classes) == ("artifacts/m", ("gradcam", "lrp:epsilon"), "topk:2")
     assert config.structured_report and config.max_size == 512
-    assert config.forward == Destination("ARCHIVE", "10.0.0.5", 104, 1.0, 300.0)
+    assert config.forward == (Destination("ARCHIVE", "10.0.0.5", 104, 1.0, 300.0),)
     assert config.allows("XRAY_ROOM_1", "10.0.0.13") and not config.allows("XRAY_ROOM_1", "10.0.0.99")
     assert config.allows("PACS", "192.168.1.1") and not config.allows("OTHER", "10.0.0.12")
     overridden = with_overrides(config, port=11112, model=None, max_queue=9)
@@ -80,12 +80,21 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     ("[forward]\nae_title = 'A'\n", "[forward] needs host, port"),
     ("[forward]\nae_title = 'A'\nhost = 'h'\nport = '104'\n", "[forward] port must be positive numbers"),
     ("[forward]\nae_title = 'A'\nhost = 'h'\nport = 104\nretry_max_s = -1\n", "retry_max_s must be positive"),
+    ("forward = 3\n", "forward must be a table"),
 ])
 def test_config_errors_name_the_file_and_the_problem(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=None) as caught:
         load_config(path)
     assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_several_destinations_each_a_forward_table(tmp_path):
+    two = "[[forward]]\nae_title = 'PACS'\nhost = 'pacs'\nport = 104\n\n[[forward]]\nae_title = 'VNA'\nhost = 'vna'\nport = 11112\n"
+    config = load_config(write(tmp_path, two)).check(listening=False)
+    assert [d.name for d in config.forward] == ["PACS@pacs:104", "VNA@vna:11112"]
+    with pytest.raises(ConfigError, match="named twice"):
+        NodeConfig(forward=(Destination("PACS", "pacs", 104), Destination("PACS", "pacs", 104))).check(listening=False)
 
 
 def test_someone_must_be_allowed_to_call():
@@ -137,7 +146,7 @@ def test_the_queue_is_bounded_duplicates_are_kept_once_and_failures_quarantined(
     node.start()
     processor.release.clear()  # the worker holds the first item
     assert node.submit(b"one", ".bin", key="aaa") == "accepted"
-    assert node.submit(b"one again", ".bin", key="aaa") == "duplicate"
+    assert node.submit(b"one", ".bin", key="aaa") == "duplicate"  # the same instance sent again
     assert node.submit(b"bad two", ".bin", key="bbb") == "accepted"
     assert node.submit(b"three", ".bin", key="ccc") == "refused"  # two waiting: full
     processor.release.set()
@@ -176,13 +185,20 @@ def test_stop_finishes_the_item_in_hand_and_leaves_the_rest_for_the_next_start(t
     assert contents == [b"item 0", b"item 1", b"item 2"]
 
 
-def test_unsent_results_are_those_without_a_marker(tmp_path):
+def test_each_destination_has_its_own_queue_of_what_it_neither_took_nor_refused(tmp_path):
     spool = Spool(tmp_path)
     item = spool.accept(b"x", ".dcm")
-    folder = spool.finish(item, {"result.json": b"{}", "sc-1.dcm": b"a", "sc-2.dcm": b"b"})
-    assert [p.name for p in unsent(spool.outbox)] == ["sc-1.dcm", "sc-2.dcm"]
-    mark_sent(folder / "sc-1.dcm")
-    assert [p.name for p in unsent(spool.outbox)] == ["sc-2.dcm"]
+    folder = spool.finish(item, {"result.json": b"{}", "sc-1.dcm": b"a", "sc-2.dcm": b"b", "sr.dcm": b"c"})
+    pacs, viewer = (Outbox(spool.outbox, spool.rejected, Destination(ae, "10.0.0.5", 104)) for ae in ("PACS", "VIEW ER"))
+    assert [p.name for p in pacs.unsent()] == ["sc-1.dcm", "sc-2.dcm", "sr.dcm"]
+    pacs.mark_sent(folder / "sc-1.dcm")
+    kept = pacs.reject(folder / "sr.dcm", "PACS@10.0.0.5:104: status 0xC000 (Failure: Cannot understand)")
+    assert [p.name for p in pacs.unsent()] == ["sc-2.dcm"]
+    assert [p.name for p in viewer.unsent()] == ["sc-1.dcm", "sc-2.dcm", "sr.dcm"]  # another destination's queue
+    assert kept.read_bytes() == b"c" and viewer.key == "VIEW_ER_10.0.0.5_104"  # file-name safe
+    assert kept == spool.rejected / "PACS_10.0.0.5_104" / folder.name / "sr.dcm"
+    assert "0xC000" in kept.with_name("sr.dcm.status.txt").read_text()
+    assert (folder / "sr.dcm").read_bytes() == b"c"  # the other destinations still have it
 
 
 def test_the_watcher_takes_only_complete_files(tmp_path):
@@ -213,7 +229,7 @@ def test_the_log_is_json_lines_and_metrics_have_percentiles():
 
 def test_the_deployment_example_is_a_valid_config():
     config = load_config(ROOT / "deploy" / "node.toml").check()
-    assert config.callers and config.forward is not None and config.structured_report
+    assert config.callers and config.forward and config.structured_report
 
 
 def test_the_commands_refuse_settings_that_cannot_work(tmp_path):
@@ -229,3 +245,66 @@ def test_the_commands_refuse_settings_that_cannot_work(tmp_path):
     bad = runner.invoke(main, ["serve", "--config", str(write(tmp_path, "[node]\nport = 0\n")), "--allow-any-caller"])
     assert bad.exit_code == 2 and "port 0 is outside 1-65535" in bad.output
     assert not (tmp_path / "spool").exists()  # nothing was created for a node that did not start
+
+
+def test_a_full_disk_stops_intake_says_so_once_and_resumes_by_itself(tmp_path, monkeypatch):
+    import errno
+
+    from chexplain.runtime.node import spool as spool_module
+    from chexplain.runtime.node import worker as worker_module
+
+    full = threading.Event()
+    really_write = spool_module.write_durably
+
+    def write(path: Path, data: bytes) -> None:
+        if full.is_set():  # the filesystem's answer when the disk is full, after part of the data
+            path.write_bytes(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        really_write(path, data)
+
+    monkeypatch.setattr(spool_module, "write_durably", write)
+    monkeypatch.setattr(worker_module, "WRITE_RETRY_S", (0.05, 0.2))
+    lines = io.StringIO()
+    node = Node(Spool(tmp_path), FakeProcessor(), EventLog(lines), max_queue=10)
+    node.start()
+    assert node.submit(b"first", ".bin", key="k1") == "accepted"
+    wait_until(lambda: node.depth == 0)
+    full.set()
+    with pytest.raises(OSError, match="No space left"):
+        node.submit(b"while full", ".bin", key="k2")  # the SCP answers Out of Resources
+    assert not list((tmp_path / "inbox" / ".incoming").iterdir())  # no partial file left behind
+    full.clear()
+    assert node.submit(b"second", ".bin", key="k3") == "accepted"
+    full.set()  # the disk fills while the worker writes its results
+    wait_until(lambda: "cannot_write" in node.health())
+    assert node.submit(b"third", ".bin", key="k4") == "refused"
+    full.clear()  # space again
+    wait_until(lambda: node.depth == 0 and "cannot_write" not in node.health())
+    assert node.submit(b"third", ".bin", key="k4") == "accepted"
+    wait_until(lambda: node.depth == 0)
+    node.stop(5)
+    assert sorted((p / "copy.bin").read_bytes() for p in node.spool.outbox.iterdir()) == [b"first", b"second", b"third"]
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    names = [e["event"] for e in events]
+    assert names.count("write_failed") == 1 and names.count("write_resumed") == 1  # said once, not per retry
+    refused = next(e for e in events if e["event"] == "refused")
+    assert refused["reason"].startswith("cannot write results: No space left on device")
+
+
+def test_a_reused_sop_instance_uid_with_other_content_is_quarantined_not_dropped(tmp_path):
+    node = Node(Spool(tmp_path), FakeProcessor(), EventLog(io.StringIO()), max_queue=10)
+    node.start()
+    assert node.submit(b"image A", ".dcm", key="uid1") == "accepted"
+    wait_until(lambda: node.depth == 0)
+    assert node.submit(b"image A", ".dcm", key="uid1") == "duplicate"  # sent again: acknowledged, once
+    assert node.submit(b"image B", ".dcm", key="uid1") == "conflict"
+    node.stop(5)
+    again = Node(Spool(tmp_path), FakeProcessor(), EventLog(io.StringIO()), max_queue=10)
+    again.start()  # what was received is known after a restart too, with its digest
+    assert again.submit(b"image A", ".dcm", key="uid1") == "duplicate"
+    assert again.submit(b"image C", ".dcm", key="uid1") == "conflict"
+    again.stop(5)
+    quarantined = sorted(again.spool.quarantined.iterdir())
+    assert [next(q.glob("*.dcm")).read_bytes() for q in quarantined] == [b"image B", b"image C"]
+    assert all("received before with different content" in (q / "reason.txt").read_text() for q in quarantined)
+    assert [(p / "copy.bin").read_bytes() for p in again.spool.outbox.iterdir()] == [b"image A"]

@@ -1,0 +1,189 @@
+"""The forwarder against destinations that answer what real ones do: warnings, refusals, a
+missing SR context, "out of resources", and a destination that is down, each on loopback with
+an in-process pynetdicom Storage SCP. No object may hold up the others."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+
+from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
+from chexplain.runtime.node.config import Destination
+from chexplain.runtime.node.events import EventLog, Metrics
+from chexplain.runtime.node.forwarder import Forwarder
+from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
+from chexplain.runtime.node.spool import Spool
+
+CANNOT_UNDERSTAND, ATTRIBUTE_LIST_ERROR, OUT_OF_RESOURCES = 0xC000, 0x0107, 0xA700
+
+
+def result_object(sop_class: str) -> bytes:
+    """A minimal result object of the node's SOP classes (the destination only reads its UIDs)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.PatientID, ds.Modality = "TEST-0001", "OT"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def outbox_with(spool: Spool, items: int) -> list[Path]:
+    """``items`` results in the outbox, each with a Secondary Capture and a Basic Text SR."""
+    folders = []
+    for _ in range(items):
+        item = spool.accept(b"input", ".dcm")
+        folders.append(spool.finish(item, {"result.json": b"{}", "sc-1.dcm": result_object(SECONDARY_CAPTURE_STORAGE),
+                                           "sr.dcm": result_object(BASIC_TEXT_SR_STORAGE)}))
+    return folders
+
+
+class LoopbackStorage:
+    """A Storage SCP on loopback whose answer per C-STORE comes from ``answer(dataset, attempt)``."""
+
+    def __init__(self, ae_title: str, sop_classes: tuple[str, ...],
+                 answer: Callable[[Dataset, int], int] = lambda ds, attempt: 0x0000) -> None:
+        self.stored: list[str] = []  # SOP Instance UIDs answered with Success or Warning
+        self.attempts: dict[str, int] = {}
+        self.answer = answer
+        self.ae = AE(ae_title=ae_title)
+        for sop_class in sop_classes:
+            self.ae.add_supported_context(sop_class, ExplicitVRLittleEndian)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False,
+                                           evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+
+    def _on_store(self, event) -> int:
+        ds = event.dataset
+        uid = str(ds.SOPInstanceUID)
+        self.attempts[uid] = self.attempts.get(uid, 0) + 1
+        status = self.answer(ds, self.attempts[uid])
+        if status == 0x0000 or status & 0xF000 == 0xB000 or status == ATTRIBUTE_LIST_ERROR:
+            self.stored.append(uid)
+        return status
+
+    def destination(self) -> Destination:
+        return Destination(self.ae.ae_title, "127.0.0.1", self.port, retry_initial_s=0.2, retry_max_s=0.4)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def scps() -> Iterator[list[LoopbackStorage]]:
+    started: list[LoopbackStorage] = []
+    yield started
+    for scp in started:
+        scp.close()
+
+
+def forwarding(spool: Spool, destination: Destination, until: Callable[[], bool], timeout: float = 30.0):
+    """Run one destination's forwarder thread until ``until()`` holds; returns its log and metrics."""
+    stream, metrics = io.StringIO(), Metrics()
+    forwarder = Forwarder(spool.outbox, spool.rejected, destination, "CHEXPLAIN", EventLog(stream), metrics)
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=forwarder.run, args=(stop, wake, 0.2), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not until():
+            assert time.monotonic() < deadline, f"forwarding did not finish; log:\n{stream.getvalue()[-3000:]}"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(10)
+    return forwarder, [json.loads(line) for line in stream.getvalue().splitlines()], metrics
+
+
+def uid_of(path: Path) -> str:
+    from pydicom import dcmread
+
+    return str(dcmread(path).SOPInstanceUID)
+
+
+def test_a_refused_object_and_a_missing_sr_context_are_set_aside_and_the_rest_go_on(tmp_path, scps):
+    spool = Spool(tmp_path / "spool")
+    folders = outbox_with(spool, 8)
+    refused = uid_of(folders[0] / "sc-1.dcm")
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE,),  # no Basic Text SR context
+                                lambda ds, attempt: CANNOT_UNDERSTAND if str(ds.SOPInstanceUID) == refused else 0x0000))
+    pacs = scps[0]
+    forwarder, events, metrics = forwarding(spool, pacs.destination(), lambda: len(pacs.stored) == 7)
+    assert not forwarder.queue.unsent()
+    assert sorted(pacs.stored) == sorted(uid_of(f / "sc-1.dcm") for f in folders[1:])  # each once
+    rejected = sorted(p.relative_to(forwarder.queue.rejected) for p in forwarder.queue.rejected.glob("*/*.dcm"))
+    assert rejected == sorted([Path(folders[0].name, "sc-1.dcm"), *(Path(f.name, "sr.dcm") for f in folders)])
+    status = (forwarder.queue.rejected / folders[0].name / "sc-1.dcm.status.txt").read_text()
+    assert "0xC000" in status and "PACS@127.0.0.1" in status
+    assert "no presentation context" in (forwarder.queue.rejected / folders[3].name / "sr.dcm.status.txt").read_text()
+    assert all((f / "sr.dcm").exists() for f in folders)  # a copy set aside; the outbox keeps its results
+    assert metrics.rejected == 9 and metrics.forwarded == 7
+    assert {e["category"] for e in events if e["event"] == "forward_rejected"} == {"Failure"}
+
+
+def test_warnings_mean_stored_and_are_sent_once(tmp_path, scps):
+    spool = Spool(tmp_path / "spool")
+    folders = outbox_with(spool, 8)
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE),
+                                lambda ds, attempt: ATTRIBUTE_LIST_ERROR))
+    pacs = scps[0]
+    forwarder, events, _ = forwarding(spool, pacs.destination(), lambda: len(pacs.stored) == 16)
+    time.sleep(0.5)  # a few more polls: nothing is sent again
+    assert len(pacs.stored) == len(set(pacs.stored)) == 16 and not forwarder.queue.unsent()
+    assert all(forwarder.queue.sent_marker(f / "sr.dcm").exists() for f in folders)
+    warned = [e for e in events if e["event"] == "forwarded"]
+    assert {(e["status"], e["category"]) for e in warned} == {("0x0107", "Warning")} and "warning" in warned[0]
+
+
+def test_out_of_resources_defers_that_object_only(tmp_path, scps):
+    spool = Spool(tmp_path / "spool")
+    folders = outbox_with(spool, 4)
+    busy = uid_of(folders[0] / "sc-1.dcm")
+    scps.append(LoopbackStorage(
+        "PACS", (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE),
+        lambda ds, attempt: OUT_OF_RESOURCES if str(ds.SOPInstanceUID) == busy and attempt <= 2 else 0x0000))
+    pacs = scps[0]
+    forwarder, events, _ = forwarding(spool, pacs.destination(), lambda: len(pacs.stored) == 8)
+    assert pacs.stored[-1] == busy and pacs.attempts[busy] == 3  # the others went first, then it went through
+    assert len(set(pacs.stored)) == 8 and not forwarder.queue.unsent() and not list(spool.rejected.rglob("*.dcm"))
+    deferred = [e for e in events if e["event"] == "forward_deferred"]
+    assert [e["retry_in_s"] for e in deferred] == [0.2, 0.4]  # its own delay, doubling, capped
+
+
+def test_a_destination_that_is_down_does_not_hold_up_another(tmp_path, scps):
+    spool = Spool(tmp_path / "spool")
+    outbox_with(spool, 3)
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE)))
+    pacs = scps[0]
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = Destination("ARCHIVE", "127.0.0.1", probe.getsockname()[1], retry_initial_s=0.2, retry_max_s=0.4)
+    stream = io.StringIO()
+    archive = Forwarder(spool.outbox, spool.rejected, down, "CHEXPLAIN", EventLog(stream))
+    stop, wake = threading.Event(), threading.Event()
+    thread = threading.Thread(target=archive.run, args=(stop, wake, 0.2), daemon=True)
+    thread.start()
+    try:
+        forwarder, _, _ = forwarding(spool, pacs.destination(), lambda: len(pacs.stored) == 6)
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(10)
+    assert not forwarder.queue.unsent() and len(archive.queue.unsent()) == 6  # kept for the archive
+    failed = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert failed and {e["event"] for e in failed} == {"forward_failed"} and failed[0]["destination"] == down.name
