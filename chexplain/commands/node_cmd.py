@@ -38,6 +38,17 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT",
                      help="Send the DICOM results to this AE (C-STORE), retrying with back-off; repeatable "
                           "(each destination has its own queue); replaces the config's [forward]."),
+        click.option("--forward-tls", is_flag=True, default=None,
+                     help="Send to every destination over TLS (its certificate checked against --tls-ca, ours "
+                          "presented when --tls-cert is given)."),
+        click.option("--tls-cert", "tls_certificate", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Our certificate (PEM): serve listens with TLS 1.2+; also presented to TLS destinations."),
+        click.option("--tls-key", "tls_key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="The private key of --tls-cert (PEM)."),
+        click.option("--tls-ca", "tls_ca_bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="CA certificates (PEM) that sign the callers' and destinations' certificates."),
+        click.option("--tls-client-cert/--tls-no-client-cert", "tls_require_client_certificate", default=None,
+                     help="Require callers to present a certificate signed by --tls-ca [default: required]."),
         click.option("--retry-initial", "retry_initial_s", type=click.FloatRange(min=0.1), default=None,
                      help="First delay in seconds before sending again after a failure [default: 5]; it doubles."),
         click.option("--retry-max", "retry_max_s", type=click.FloatRange(min=0.1), default=None,
@@ -75,11 +86,13 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
     try:
         config = load_config(config_file) if config_file else NodeConfig()
         forward_to = flags.pop("forward_to", ())
-        retry = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
+        per_destination = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
+        if flags.pop("forward_tls", None):
+            per_destination["tls"] = True
         forward = tuple(Destination.parse(text) for text in forward_to) or config.forward
-        if retry and not forward:
-            raise ConfigError("--retry-initial and --retry-max need a destination (--forward or [forward])")
-        flags["forward"] = tuple(replace(destination, **retry) for destination in forward) or None
+        if per_destination and not forward:
+            raise ConfigError("--retry-initial, --retry-max and --forward-tls need a destination (--forward or [forward])")
+        flags["forward"] = tuple(replace(destination, **per_destination) for destination in forward) or None
         flags["methods"] = tuple(requested_methods(flags["methods"])) or None
         flags["callers"] = config.callers + tuple(Caller.parse(text) for text in allow_callers) or None
         return with_overrides(config, **flags).check(listening)

@@ -39,17 +39,25 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     max_decoded_mb = 128            # one image's decoded pixels (frames x rows x columns x samples x
                                     # bytes), checked from its header before decoding (DICOM, PNG, JPEG)
 
+    [tls]                           # DICOM over TLS 1.2+ (PS3.15 annex B); with it the SCP listens with TLS
+    certificate = "/etc/chexplain/node.crt"   # ours (PEM), also presented to TLS destinations
+    key = "/etc/chexplain/node.key"
+    ca_bundle = "/etc/chexplain/ca.pem"       # the CAs we trust: callers' and destinations' certificates
+    require_client_certificate = true         # callers must present one signed by ca_bundle
+
     [[forward]]                     # optional, repeatable: send the DICOM results on (C-STORE),
     ae_title = "PACS"               # each destination with its own queue; a single [forward]
     host = "10.0.0.5"               # table is one destination
     port = 104
     retry_initial_s = 5
     retry_max_s = 300
+    tls = false                     # true: TLS, the destination's certificate checked against ca_bundle
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -95,6 +103,7 @@ class Destination:
     port: int
     retry_initial_s: float = 5.0
     retry_max_s: float = 300.0
+    tls: bool = False
 
     @property
     def name(self) -> str:
@@ -139,9 +148,32 @@ class NodeConfig:
     max_pdu_size: int = 262144
     max_dataset_mb: int = 256
     max_decoded_mb: int = 128
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca_bundle: Path | None = None
+    tls_require_client_certificate: bool = True
 
     def allows(self, ae_title: str, address: str) -> bool:
         return self.allow_any_caller or any(c.allows(ae_title, address) for c in self.callers)
+
+    @property
+    def listens_with_tls(self) -> bool:
+        return self.tls_certificate is not None
+
+    def server_tls(self) -> ssl.SSLContext | None:
+        """The SCP's TLS context, None without [tls]; raises ConfigError naming an unusable file."""
+        from .tls import server_context
+
+        if not self.listens_with_tls:
+            return None
+        return server_context(self.tls_certificate, self.tls_key, self.tls_ca_bundle,
+                              self.tls_require_client_certificate)
+
+    def client_tls(self) -> ssl.SSLContext:
+        """The forwarder's TLS context (for destinations with tls = true)."""
+        from .tls import client_context
+
+        return client_context(self.tls_certificate, self.tls_key, self.tls_ca_bundle)
 
     def check(self, listening: bool = True) -> NodeConfig:
         """Raise ConfigError for settings that cannot work together (``listening``: as a DICOM SCP)."""
@@ -162,6 +194,13 @@ class NodeConfig:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if not MIN_PDU_SIZE <= self.max_pdu_size <= MAX_PDU_SIZE:
             raise ConfigError(f"max_pdu_size must be {MIN_PDU_SIZE}-{MAX_PDU_SIZE} bytes, not {self.max_pdu_size}")
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both a certificate and its key ([tls] certificate and key, --tls-cert and "
+                              "--tls-key)")
+        if listening:
+            self.server_tls()
+        if any(destination.tls for destination in self.forward):
+            self.client_tls()
         named = [destination.name for destination in self.forward]
         if len(set(named)) < len(named):
             raise ConfigError(f"a destination is named twice in forward: {', '.join(sorted(named))}")
@@ -194,6 +233,8 @@ _TABLES: dict[str, dict[str, str]] = {
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
     "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity"},
+    "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",
+            "require_client_certificate": "tls_require_client_certificate"},
     "limits": {name: name for name in ("max_associations", "max_associations_per_address", "acse_timeout_s",
                                        "dimse_timeout_s", "network_timeout_s", "max_pdu_size", "max_dataset_mb",
                                        "max_decoded_mb")},
@@ -255,7 +296,7 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
                 name = _TABLES[table][key]
                 values[name] = _convert(name, value, f"[{table}]")
         else:
-            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, limits, forward)")
+            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, limits, tls, forward)")
     return NodeConfig(**values)
 
 
@@ -263,7 +304,7 @@ def _destination(content: Any) -> Destination:
     """One [forward] / [[forward]] table."""
     if not isinstance(content, dict):
         raise ConfigError("forward must be a table ([forward]) or an array of tables ([[forward]])")
-    allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s"}
+    allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s", "tls"}
     unknown = set(content) - allowed
     missing = {"ae_title", "host", "port"} - set(content)
     if unknown or missing:
@@ -275,9 +316,11 @@ def _destination(content: Any) -> Destination:
              if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
     if wrong or not isinstance(numbers["port"], int):
         raise ConfigError(f"[forward] {', '.join(wrong or ['port'])} must be positive numbers (port an integer)")
+    if not isinstance(content.get("tls", False), bool):
+        raise ConfigError("[forward] tls must be true or false")
     return Destination(check_ae_title(str(content["ae_title"]), "forward"), str(content["host"]),
                        check_port(numbers["port"], "forward"), float(numbers["retry_initial_s"]),
-                       float(numbers["retry_max_s"]))
+                       float(numbers["retry_max_s"]), bool(content.get("tls", False)))
 
 
 def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:

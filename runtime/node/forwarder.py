@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -131,8 +132,10 @@ class Forwarder:
     loop of the destination's thread."""
 
     def __init__(self, outbox: Path, rejected: Path, destination: Destination, calling_ae: str, log: EventLog,
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.queue = Outbox(outbox, rejected, destination)
+        self.tls = tls  # used when the destination says tls
         self.destination = destination
         self.calling_ae = calling_ae
         self.log = log
@@ -158,7 +161,10 @@ class Forwarder:
         for sop_class in RESULT_SOP_CLASSES:
             ae.add_requested_context(sop_class, list(TRANSFER_SYNTAXES))
         target = self.destination
-        assoc = ae.associate(target.host, target.port, ae_title=target.ae_title)
+        tls_args = (self.tls, target.host) if target.tls and self.tls is not None else None
+        if target.tls and tls_args is None:
+            raise Unreachable(f"{self.name} needs TLS and no TLS context was given")
+        assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             raise Unreachable(f"no association with {self.name}")
         try:

@@ -19,6 +19,7 @@ from typing import Any
 from .config import NodeConfig
 from .events import EventLog, uid_hash
 from .limits import ConnectionLimits, guard_connection
+from .tls import SECURE_PORT, accept
 from .worker import Node
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -49,6 +50,16 @@ def decodable_transfer_syntaxes() -> list[str]:
     return found
 
 
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+def _tls_reason(error: Exception) -> str:
+    """One line: OpenSSL's reason ('CERTIFICATE_VERIFY_FAILED', 'WRONG_VERSION_NUMBER', ...) or the socket's."""
+    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or type(error).__name__
+    return str(reason)
+
+
 class StorageSCP:
     """The listening AE; ``start`` returns once it listens, ``stop`` closes it."""
 
@@ -62,6 +73,7 @@ class StorageSCP:
         self.ae.acse_timeout = config.acse_timeout_s
         self.ae.dimse_timeout = config.dimse_timeout_s
         self.ae.network_timeout = config.network_timeout_s
+        self.tls = config.server_tls()
         self.limits = ConnectionLimits(max_pdu_bytes=config.max_pdu_size, max_dataset_bytes=config.max_dataset_mb << 20,
                                        request_timeout_s=config.acse_timeout_s, pdu_timeout_s=config.network_timeout_s)
         self.ae.add_supported_context(VERIFICATION)
@@ -80,7 +92,13 @@ class StorageSCP:
                  max_associations_per_address=self.config.max_associations_per_address,
                  max_pdu_size=self.config.max_pdu_size, max_dataset_mb=self.config.max_dataset_mb,
                  timeouts_s={"acse": self.config.acse_timeout_s, "dimse": self.config.dimse_timeout_s,
-                             "network": self.config.network_timeout_s})
+                             "network": self.config.network_timeout_s},
+                 tls=None if self.tls is None else {"client_certificate": "required" if self.config.tls_require_client_certificate
+                                                    and self.config.tls_ca_bundle else "optional"})
+        if self.tls is None and not _loopback(self.config.host):
+            self.log("warning", message=f"listening without TLS on {self.config.host}: AE titles are not credentials; "
+                                        f"configure [tls] (DICOM over TLS, port {SECURE_PORT}) where the network is "
+                                        "not trusted")
 
     def stop(self) -> None:
         if self.server is not None:
@@ -99,6 +117,13 @@ class StorageSCP:
                      f"(limit {self.config.max_associations_per_address})")
             socket.close()
             return
+        if self.tls is not None:
+            try:
+                accept(socket, self.tls, self.config.acse_timeout_s)
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError; a timeout too
+                self.log("tls_refused", address=address, reason=_tls_reason(error))
+                socket.close()
+                return
         guard_connection(socket, self.limits,
                          lambda reason: self.log("connection_closed", address=address, reason=reason))
 

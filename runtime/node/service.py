@@ -64,7 +64,8 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
         scp = StorageSCP(config, node, log)
     _import_pydicom_once()
     node.start()
-    forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics)
+    tls = config.client_tls() if any(destination.tls for destination in config.forward) else None
+    forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics, tls=tls)
                   for destination in config.forward]
 
     def unsent() -> dict[str, Any]:

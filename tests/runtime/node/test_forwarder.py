@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from pynetdicom import AE, evt
 from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
 from chexplain.runtime.node.config import Destination
 from chexplain.runtime.node.events import EventLog, Metrics
-from chexplain.runtime.node.forwarder import Forwarder
+from chexplain.runtime.node.forwarder import Forwarder, Unreachable
 from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
 from chexplain.runtime.node.spool import Spool
 
@@ -54,7 +55,7 @@ class LoopbackStorage:
     """A Storage SCP on loopback whose answer per C-STORE comes from ``answer(dataset, attempt)``."""
 
     def __init__(self, ae_title: str, sop_classes: tuple[str, ...],
-                 answer: Callable[[Dataset, int], int] = lambda ds, attempt: 0x0000) -> None:
+                 answer: Callable[[Dataset, int], int] = lambda ds, attempt: 0x0000, tls=None) -> None:
         self.stored: list[str] = []  # SOP Instance UIDs answered with Success or Warning
         self.attempts: dict[str, int] = {}
         self.answer = answer
@@ -64,7 +65,7 @@ class LoopbackStorage:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False,
+        self.server = self.ae.start_server(("127.0.0.1", self.port), block=False, ssl_context=tls,
                                            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
 
     def _on_store(self, event) -> int:
@@ -91,10 +92,10 @@ def scps() -> Iterator[list[LoopbackStorage]]:
         scp.close()
 
 
-def forwarding(spool: Spool, destination: Destination, until: Callable[[], bool], timeout: float = 30.0):
+def forwarding(spool: Spool, destination: Destination, until: Callable[[], bool], timeout: float = 30.0, tls=None):
     """Run one destination's forwarder thread until ``until()`` holds; returns its log and metrics."""
     stream, metrics = io.StringIO(), Metrics()
-    forwarder = Forwarder(spool.outbox, spool.rejected, destination, "CHEXPLAIN", EventLog(stream), metrics)
+    forwarder = Forwarder(spool.outbox, spool.rejected, destination, "CHEXPLAIN", EventLog(stream), metrics, tls=tls)
     stop, wake = threading.Event(), threading.Event()
     thread = threading.Thread(target=forwarder.run, args=(stop, wake, 0.2), daemon=True)
     thread.start()
@@ -187,3 +188,28 @@ def test_a_destination_that_is_down_does_not_hold_up_another(tmp_path, scps):
     assert not forwarder.queue.unsent() and len(archive.queue.unsent()) == 6  # kept for the archive
     failed = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert failed and {e["event"] for e in failed} == {"forward_failed"} and failed[0]["destination"] == down.name
+
+
+def test_a_tls_destination_is_reached_and_an_untrusted_one_is_not(tmp_path, scps):
+    from chexplain.runtime.node.tls import client_context, server_context
+
+    from certificates import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    spool = Spool(tmp_path / "spool")
+    outbox_with(spool, 2)
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE),
+                                tls=server_context(pki.node_cert, pki.node_key, pki.ca, require_client_certificate=True)))
+    pacs = scps[0]
+    secure = replace(pacs.destination(), tls=True)
+    ours = client_context(pki.caller_cert, pki.caller_key, pki.ca)
+    forwarder, events, _ = forwarding(spool, secure, lambda: len(pacs.stored) == 4, tls=ours)
+    assert not forwarder.queue.unsent() and {e["event"] for e in events} == {"forwarded"}
+    spool = Spool(tmp_path / "spool2")
+    outbox_with(spool, 1)
+    stream = io.StringIO()
+    untrusting = Forwarder(spool.outbox, spool.rejected, secure, "CHEXPLAIN", EventLog(stream),
+                           tls=client_context(pki.caller_cert, pki.caller_key, pki.caller_cert))  # not the CA
+    with pytest.raises(Unreachable):  # the handshake fails; the run loop logs forward_failed and retries
+        untrusting.send(untrusting.due())
+    assert len(pacs.stored) == 4 and len(untrusting.queue.unsent()) == 2
