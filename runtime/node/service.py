@@ -15,13 +15,31 @@ from ..backends import open_backend
 from ..maps.methods import choose_classes, graph_methods, select_methods
 from ..results.prediction import Predictor
 from .config import NodeConfig
-from .events import EventLog
+from .events import EventLog, route_library_logs
 from .forwarder import Forwarder
 from .processor import InstanceProcessor
 from .spool import Spool
 from .worker import Node
 
 STOP_TIMEOUT_S = 120.0  # the item in hand gets this long to finish
+RESTART_PAUSE_S = 5.0  # before a service thread that failed is started again
+
+
+def supervised(name: str, target: Callable[[], None], log: EventLog, stop: threading.Event,
+               pause_s: float = RESTART_PAUSE_S) -> threading.Thread:
+    """A thread running ``target`` that, should it fail, is reported (``thread_failed``) and run
+    again after ``pause_s``, until ``stop``: a watcher or forwarder never silently disappears."""
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                target()
+                return
+            except Exception as error:
+                log("thread_failed", thread=name, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                    restart_in_s=pause_s)
+                stop.wait(pause_s)
+
+    return threading.Thread(target=run, name=name, daemon=True)
 
 
 def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> InstanceProcessor:
@@ -50,6 +68,7 @@ def _import_pydicom_once() -> None:
 def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog, *, listen: bool = True,
                 watch_folder: Path | None = None, done_dir: Path | None = None, settle_s: float = 2.0) -> None:
     """Serve until SIGTERM or SIGINT."""
+    route_library_logs(log)
     stop = threading.Event()
     wakes = [threading.Event() for _ in config.forward]  # one per destination: a new result wakes each
     spool = Spool(config.spool)
@@ -71,15 +90,15 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
     def unsent() -> dict[str, Any]:
         return {"unsent": {forwarder.name: len(forwarder.queue.unsent()) for forwarder in forwarders}}
 
-    threads = [threading.Thread(target=node.report_health, name="chexplain-health", daemon=True,
-                                args=(config.health_interval_s, unsent if forwarders else None))]
-    threads += [threading.Thread(target=forwarder.run, args=(stop, wake), name=f"chexplain-forward-{index}", daemon=True)
+    threads = [supervised("chexplain-health", lambda: node.report_health(config.health_interval_s,
+                                                                          unsent if forwarders else None), log, stop)]
+    threads += [supervised(f"chexplain-forward-{index}", lambda f=forwarder, w=wake: f.run(stop, w), log, stop)
                 for index, (forwarder, wake) in enumerate(zip(forwarders, wakes, strict=True))]
     if watch_folder is not None:
         from .watcher import FolderWatcher
 
         watcher = FolderWatcher(watch_folder, node, log, done_dir=done_dir, settle_s=settle_s)
-        threads.append(threading.Thread(target=watcher.run, args=(stop,), name="chexplain-watch", daemon=True))
+        threads.append(supervised("chexplain-watch", lambda: watcher.run(stop), log, stop))
     if scp is not None:
         scp.start()
     for thread in threads:

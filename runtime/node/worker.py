@@ -134,7 +134,9 @@ class Node:
             self._quarantine(item, error.reason, origin)
             return
         except Exception as error:  # a bug or a backend failure must not stop the node
-            self._quarantine(item, f"{type(error).__name__}: {error}", origin)
+            detail = str(error).splitlines()[0] if str(error) else ""
+            self._quarantine(item, f"the node failed while explaining this image ({type(error).__name__}: {detail}); "
+                                   "it is kept here with this reason for a bug report", origin)
             return
         if self._writing(lambda: self.spool.finish(item, files), item) is None:
             return

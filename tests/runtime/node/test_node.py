@@ -252,3 +252,28 @@ retry_max_s = 1
     assert len(list((spool / "outbox").glob("*/*.sent.*"))) == 2
     failed = [e for e in node.events() if e["event"] == "forward_failed"]
     assert failed[0]["retry_in_s"] == 0.5 and failed[1]["retry_in_s"] == 1.0  # doubling, capped
+
+
+def test_library_warnings_reach_the_json_log_pseudonymised(node_model, dx_files, tmp_path):
+    """pydicom warns about an invalid UID quoting it; the node's log carries the warning, hashed."""
+    import warnings
+
+    ds = pydicom.dcmread(dx_files[0])
+    leaky_uid = "1.2.826.0.1.3680043.Doe"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.SOPInstanceUID, ds.StudyInstanceUID = pydicom.uid.generate_uid(), leaky_uid
+        ds.PatientName = "Doe^Jane"
+    ds.save_as(tmp_path / "leaky.dcm", enforce_file_format=True)
+    spool, port = tmp_path / "spool", free_port()
+    node = serve(node_model, spool, port)
+    try:
+        assert store(port, [tmp_path / "leaky.dcm"]) == [0]
+        node.wait_for(lambda: len(results(spool)) + len(list((spool / "quarantine").iterdir())) == 1, 120, "handled")
+    finally:
+        assert node.stop() == 0
+    text = node.log_path.read_text()
+    assert all(line.startswith("{") for line in text.splitlines())  # nothing but JSON events on stderr
+    assert leaky_uid not in text and "Doe" not in text
+    library = [e for e in node.events() if e["event"] == "library"]
+    assert library and any("Invalid value for VR UI" in e["message"] for e in library)

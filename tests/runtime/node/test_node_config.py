@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
+import cv2
 import pytest
 
 from chexplain.runtime.errors import InputError
@@ -308,3 +311,121 @@ def test_a_reused_sop_instance_uid_with_other_content_is_quarantined_not_dropped
     assert [next(q.glob("*.dcm")).read_bytes() for q in quarantined] == [b"image B", b"image C"]
     assert all("received before with different content" in (q / "reason.txt").read_text() for q in quarantined)
     assert [(p / "copy.bin").read_bytes() for p in again.spool.outbox.iterdir()] == [b"image A"]
+
+
+def test_whole_files_by_their_format_and_cut_ones(tmp_path):
+    from chexplain.runtime.node.watcher import looks_complete
+
+    from dicom_builders import dx_from_png
+    from helpers import IMAGES, RG1_J2K_MONOCHROME1
+
+    png = (IMAGES / "00013125_000.png").read_bytes()
+    jpeg = cv2.imencode(".jpg", cv2.imread(str(IMAGES / "00013125_000.png")))[1].tobytes()
+    native = dx_from_png(IMAGES / "00013125_000.png", tmp_path / "dx.dcm").read_bytes()
+    encapsulated = RG1_J2K_MONOCHROME1.read_bytes()
+    for whole in (png, jpeg, native, encapsulated):
+        assert looks_complete(whole)
+        assert not any(looks_complete(whole[: int(len(whole) * share)]) for share in (0.01, 0.5, 0.99))
+    assert looks_complete(b"neither PNG, JPEG nor DICOM, but long enough to say so" * 4)  # the reader says what
+    assert not looks_complete(b"") and not looks_complete(b"\0" * 100)
+
+
+def test_a_writer_that_pauses_past_settle_is_waited_for_and_the_file_taken_whole(tmp_path):
+    from helpers import IMAGES
+
+    lines = io.StringIO()
+    processor = FakeProcessor()
+    node = Node(Spool(tmp_path / "spool"), processor, EventLog(lines), max_queue=10)
+    node.start()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    watcher = FolderWatcher(drop, node, EventLog(lines), settle_s=2.0)
+    png = (IMAGES / "00013125_000.png").read_bytes()
+    (drop / "Doe^John.png").write_bytes(png[: len(png) // 2])  # the writer pauses here for 3.5 s
+    assert watcher.complete_files(100.0) == []
+    [path] = watcher.complete_files(103.5)
+    assert watcher.take(path, 103.5) == "waiting" and watcher.take(path, 104.0) == "waiting"
+    (drop / "Doe^John.png").write_bytes(png)  # the writer finishes
+    assert watcher.complete_files(105.0) == []  # changed: stable again from now
+    [path] = watcher.complete_files(107.5)
+    assert watcher.take(path, 107.5) == "accepted"
+    wait_until(lambda: node.depth == 0)
+    node.stop(5)
+    assert processor.seen == [png]  # taken once, whole
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [e["event"] for e in events].count("watch_waiting") == 1  # said once, not at every poll
+    assert "Doe" not in lines.getvalue()  # file names only hashed
+
+
+def test_an_unreadable_file_is_reported_once_and_a_cut_one_taken_after_the_grace(tmp_path, monkeypatch):
+    lines = io.StringIO()
+    node = Node(Spool(tmp_path / "spool"), FakeProcessor(), EventLog(lines), max_queue=10)
+    node.start()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "Doe^Jane.dcm").write_bytes(b"x" * 500)
+    (drop / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)  # stays cut: the writer died
+    real_read = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path.name == "Doe^Jane.dcm":
+            raise PermissionError(13, "Permission denied")
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    watcher = FolderWatcher(drop, node, EventLog(lines), settle_s=0.5)
+    watcher.complete_files(0.0)
+    outcomes = [{p.name: watcher.take(p, now) for p in watcher.complete_files(now)} for now in (1.0, 2.0, 3.0, 6.0)]
+    assert outcomes[0] == outcomes[2] == {"cut.png": "waiting", "Doe^Jane.dcm": "unreadable"}
+    assert outcomes[3] == {"cut.png": "accepted", "Doe^Jane.dcm": "unreadable"}  # cut for 10 x settle: taken
+    wait_until(lambda: node.depth == 0)
+    node.stop(5)
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    unreadable = [e for e in events if e["event"] == "watch_unreadable"]
+    assert len(unreadable) == 1 and unreadable[0]["file"] == uid_hash("Doe^Jane.dcm") and "Doe" not in lines.getvalue()
+
+
+def test_done_on_another_filesystem_is_a_durable_copy_and_nothing_is_explained_twice(tmp_path):
+    shm = Path("/dev/shm")
+    assert shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev, "needs /dev/shm on its own filesystem"
+    done = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        node = Node(Spool(tmp_path / "spool"), FakeProcessor(), EventLog(io.StringIO()), max_queue=10)
+        node.start()
+        drop = tmp_path / "drop"
+        drop.mkdir()
+        watcher = FolderWatcher(drop, node, EventLog(io.StringIO()), done_dir=done, settle_s=0.1)
+        for name in ("a.bin", "b.bin"):
+            (drop / name).write_bytes(b"not an image " + name.encode() * 50)
+        watcher.complete_files(0.0)
+        assert [watcher.take(p, 1.0) for p in watcher.complete_files(1.0)] == ["accepted", "accepted"]
+        assert not list(drop.iterdir()) and sorted(p.name for p in done.iterdir()) == ["a.bin", "b.bin"]
+        (drop / "a.bin").write_bytes((done / "a.bin").read_bytes())  # dropped again
+        watcher.complete_files(2.0)
+        assert [watcher.take(p, 3.0) for p in watcher.complete_files(3.0)] == ["duplicate"]
+        wait_until(lambda: node.depth == 0)
+        node.stop(5)
+        assert len(list(node.spool.outbox.iterdir())) == 2
+    finally:
+        shutil.rmtree(done)
+
+
+def test_a_service_thread_that_fails_is_reported_and_started_again():
+    from chexplain.runtime.node.service import supervised
+
+    lines, stop, runs = io.StringIO(), threading.Event(), []
+
+    def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise OSError(18, "Invalid cross-device link")
+        stop.wait(10)
+
+    thread = supervised("chexplain-watch", flaky, EventLog(lines), stop, pause_s=0.05)
+    thread.start()
+    wait_until(lambda: len(runs) == 3)
+    stop.set()
+    thread.join(5)
+    failed = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [e["event"] for e in failed] == ["thread_failed", "thread_failed"] and not thread.is_alive()
+    assert failed[0]["thread"] == "chexplain-watch" and "cross-device" in failed[0]["error"]

@@ -47,12 +47,12 @@ def guarded_node(node_model, tmp_path_factory):
     spool = tmp_path_factory.mktemp("limits") / "spool"
     port = free_port()
     node = serve(node_model, spool, port, *LIMITS)
-    yield node, port
+    yield node, port, spool
     assert node.stop() == 0
 
 
 def test_idle_connections_hold_no_slot_a_modality_needs(guarded_node, dx_files):
-    node, port = guarded_node
+    node, port, _ = guarded_node
     idle = [connect_from("127.0.0.2", port) for _ in range(5)]
     try:
         # past the per-address limit: closed at once; the first three are closed at the ACSE timeout
@@ -69,7 +69,7 @@ def test_idle_connections_hold_no_slot_a_modality_needs(guarded_node, dx_files):
 
 
 def test_a_trickled_association_request_is_cut_at_the_acse_timeout(guarded_node):
-    node, port = guarded_node
+    node, port, _ = guarded_node
     peer = connect_from("127.0.0.3", port)
     started = time.monotonic()
     try:
@@ -87,7 +87,7 @@ def test_a_trickled_association_request_is_cut_at_the_acse_timeout(guarded_node)
 
 
 def test_a_pdu_declaring_4_gib_is_refused_before_it_is_buffered(guarded_node):
-    node, port = guarded_node
+    node, port, _ = guarded_node
     before = node.rss_mb()
     peer = connect_from("127.0.0.3", port)
     sent = 0
@@ -107,7 +107,7 @@ def test_a_pdu_declaring_4_gib_is_refused_before_it_is_buffered(guarded_node):
 
 
 def test_an_oversized_dataset_from_an_allowed_caller_closes_its_association(guarded_node, dx_files):
-    node, port = guarded_node
+    node, port, _ = guarded_node
     ds = pydicom.dcmread(dx_files[1])
     ds.Rows, ds.Columns = 4096, 4096
     ds.PixelData = np.zeros((4096, 4096), np.uint16).tobytes()  # 32 MiB, over the 16 MiB limit
@@ -126,3 +126,28 @@ def test_an_oversized_dataset_from_an_allowed_caller_closes_its_association(guar
     closed = [e for e in node.events() if e["event"] == "connection_closed" and e["address"] == "127.0.0.1"]
     assert closed and "a dataset of more than 16777216 bytes" in closed[-1]["reason"]
     assert store(port, [dx_files[2]]) == [0x0000]  # the node goes on
+
+
+def test_an_rle_bomb_is_quarantined_from_its_header_with_memory_flat(guarded_node, dx_files):
+    """A few bytes of RLE that would decode to 16384 x 16384 x 16 bit (512 MiB)."""
+    node, port, spool = guarded_node
+    ds = pydicom.dcmread(dx_files[3])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.Rows = ds.Columns = 16384
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    ds.PixelData = pydicom.encaps.encapsulate([bytes(64)])
+    bomb = spool.parent / "bomb.dcm"
+    ds.save_as(bomb, enforce_file_format=True)
+    before = node.rss_mb()
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(DX, pydicom.uid.RLELossless)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CHEXPLAIN")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(pydicom.dcmread(bomb)).Status == 0x0000
+    finally:
+        assoc.release()
+    node.wait_for(lambda: any("decodes to 512 MiB" in (q / "reason.txt").read_text()
+                              for q in (spool / "quarantine").iterdir()), 60, "the bomb quarantined")
+    assert node.rss_mb() - before < 64  # never decoded
