@@ -33,6 +33,9 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Items received but not yet explained before new ones are refused [default: 32]."),
         click.option("--sr/--no-sr", "structured_report", default=None,
                      help="Also write a Basic Text SR with the findings for DICOM inputs [default: no]."),
+        click.option("--compress/--no-compress", "compress", default=None,
+                     help="Secondary Captures in JPEG 2000 lossless, sent decoded to a destination that refuses it "
+                          "[default: compress]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
         click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT",

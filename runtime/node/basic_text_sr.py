@@ -13,7 +13,7 @@ from typing import Any
 
 from ... import __version__
 from ..inputs.dicom import import_pydicom
-from .secondary_capture import derived_dataset
+from .secondary_capture import Algorithm, derived_dataset
 
 BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"
 REPORT = ("18748-4", "LN", "Diagnostic imaging report")
@@ -49,12 +49,13 @@ def finding_lines(probabilities: Mapping[str, float], thresholds: Mapping[str, f
 
 
 def basic_text_sr(source: Any, probabilities: Mapping[str, float], thresholds: Mapping[str, float], *,
-                  model_description: str, series_uid: str, series_number: int, now: datetime | None = None) -> Any:
+                  model_description: str, series_uid: str, series_number: int, algorithm: Algorithm | None = None,
+                  now: datetime | None = None) -> Any:
     """The SR dataset for ``source`` (the received image's dataset, pixel data not needed)."""
     pydicom = import_pydicom()
     from pydicom.dataset import Dataset
 
-    ds = derived_dataset(source, BASIC_TEXT_SR_STORAGE, now or datetime.now())
+    ds = derived_dataset(source, BASIC_TEXT_SR_STORAGE, now or datetime.now(), algorithm)
     ds.Modality = "SR"
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number

@@ -24,6 +24,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
 
     [results]
     structured_report = true        # a Basic Text SR with the findings, beside the Secondary Captures
+    compress = true                 # Secondary Captures in JPEG 2000 lossless (sent decoded where refused)
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 
@@ -137,6 +138,7 @@ class NodeConfig:
     threads: int | None = None
     allow_any_view: bool = False
     structured_report: bool = False
+    compress: bool = True
     max_size: int = 1024
     opacity: float = 0.6
     forward: tuple[Destination, ...] = ()
@@ -232,7 +234,8 @@ _TABLES: dict[str, dict[str, str]] = {
              "health_interval_s": "health_interval_s", "allow_any_caller": "allow_any_caller"},
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
-    "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity"},
+    "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity",
+                "compress": "compress"},
     "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",
             "require_client_certificate": "tls_require_client_certificate"},
     "limits": {name: name for name in ("max_associations", "max_associations_per_address", "acse_timeout_s",

@@ -33,13 +33,15 @@ from typing import Any
 from .basic_text_sr import BASIC_TEXT_SR_STORAGE
 from .config import Destination
 from .events import EventLog, Metrics, uid_hash
-from .secondary_capture import SECONDARY_CAPTURE_STORAGE
+from .secondary_capture import JPEG_2000_LOSSLESS, SECONDARY_CAPTURE_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
 
 SENT_SUFFIX = ".sent"
 STATUS_SUFFIX = ".status.txt"
-TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
-RESULT_SOP_CLASSES = (SECONDARY_CAPTURE_STORAGE, BASIC_TEXT_SR_STORAGE)  # what the node writes
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
+# What the node writes, and the transfer syntaxes proposed for it: the captures as written
+# (JPEG 2000 lossless) first, uncompressed for a destination that refuses it.
+PROPOSED = {SECONDARY_CAPTURE_STORAGE: (JPEG_2000_LOSSLESS, *UNCOMPRESSED), BASIC_TEXT_SR_STORAGE: UNCOMPRESSED}
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
 RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
 NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"
@@ -158,8 +160,8 @@ class Forwarder:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
-        for sop_class in RESULT_SOP_CLASSES:
-            ae.add_requested_context(sop_class, list(TRANSFER_SYNTAXES))
+        for sop_class, syntaxes in PROPOSED.items():
+            ae.add_requested_context(sop_class, list(syntaxes))
         target = self.destination
         tls_args = (self.tls, target.host) if target.tls and self.tls is not None else None
         if target.tls and tls_args is None:
@@ -168,14 +170,16 @@ class Forwarder:
         if not assoc.is_established:
             raise Unreachable(f"no association with {self.name}")
         try:
-            accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+            accepted: dict[str, set[str]] = {}
+            for context in assoc.accepted_contexts:
+                accepted.setdefault(str(context.abstract_syntax), set()).update(map(str, context.transfer_syntax))
             for path in files:
                 self._offer(assoc, accepted, path)
         finally:
             if assoc.is_established:
                 assoc.release()
 
-    def _offer(self, assoc: Any, accepted: set[str], path: Path) -> None:
+    def _offer(self, assoc: Any, accepted: dict[str, set[str]], path: Path) -> None:
         from pydicom import dcmread
 
         try:
@@ -187,12 +191,16 @@ class Forwarder:
         if sop_class not in accepted:
             self._rejected(path, sop, Answer(None, "Failure", NO_CONTEXT))
             return
+        if str(ds.file_meta.TransferSyntaxUID) not in accepted[sop_class]:
+            ds.decompress(generate_instance_uid=False)  # the destination takes it only uncompressed: same pixels
         response = assoc.send_c_store(ds)
-        if "Status" not in response:
+        if "Status" not in response:  # aborted or timed out under this object: it waits its own turn too
+            self._defer(path)
             raise Unreachable(f"{path.name}: no response from {self.name}")
         answer = Answer.of(int(response.Status))
         fields = {"file": path.name, "item": path.parent.name, "sop": sop, "destination": self.name,
-                  "status": f"0x{answer.status:04X}", "category": answer.category}
+                  "status": f"0x{answer.status:04X}", "category": answer.category,
+                  "transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}
         if answer.stored:
             self.queue.mark_sent(path)
             self.retry_at.pop(path, None)
@@ -200,11 +208,15 @@ class Forwarder:
                 self.metrics.count("forwarded")
             self.log("forwarded", **fields, **({"warning": answer.reason} if answer.category == "Warning" else {}))
         elif answer.transient:
-            delay = self.retry_at.get(path, (0.0, self.destination.retry_initial_s))[1]
-            self.retry_at[path] = (self.clock() + delay, min(delay * 2, self.destination.retry_max_s))
-            self.log("forward_deferred", **fields, reason=answer.reason, retry_in_s=delay)
+            self.log("forward_deferred", **fields, reason=answer.reason, retry_in_s=self._defer(path))
         else:
             self._rejected(path, sop, answer)
+
+    def _defer(self, path: Path) -> float:
+        """Hold this object back for its own doubling delay (the others go on); returns the delay."""
+        delay = self.retry_at.get(path, (0.0, self.destination.retry_initial_s))[1]
+        self.retry_at[path] = (self.clock() + delay, min(delay * 2, self.destination.retry_max_s))
+        return delay
 
     def _rejected(self, path: Path, sop: str, answer: Answer) -> None:
         copy = self.queue.reject(path, f"{self.name}: {answer.describe()}")

@@ -50,6 +50,13 @@ class InstanceProcessor:
     opacity: float = DEFAULT_OPACITY
     max_size: int = 1024
     structured_report: bool = False
+    compress: bool = True  # Secondary Captures in JPEG 2000 lossless where the encoder is installed
+
+    def algorithm(self) -> Any:
+        from .secondary_capture import Algorithm
+
+        manifest = self.predictor.manifest
+        return Algorithm(manifest.name, manifest.weights.sha256 or "", tuple(m.label for m in self.methods))
 
     def process(self, item: Path, origin: Mapping[str, Any] | None = None) -> tuple[dict[str, bytes], dict[str, Any]]:
         """The files (name -> bytes) and the result record; InputError for an input that cannot be explained."""
@@ -105,6 +112,7 @@ class InstanceProcessor:
             source, image, series_uid=series_uid, series_number=series_number, instance_number=rank,
             series_description=f"chexplain {method} - NOT FOR DIAGNOSTIC USE", captions=captions,
             derivation=f"{method} heatmap for {name} (p={probability:.3f}) by chexplain {__version__}, model {manifest.name}",
+            algorithm=self.algorithm(), compress=self.compress,
         )
         files[f"sc-{stem}.dcm"] = to_bytes(ds)
         return {"secondary_capture": f"sc-{stem}.dcm", "sop_instance_uid": str(ds.SOPInstanceUID)}
@@ -118,7 +126,7 @@ class InstanceProcessor:
         manifest = self.predictor.manifest
         ds = basic_text_sr(source, prediction.probabilities, self.predictor.thresholds,
                            model_description=manifest.banner(), series_uid=generate_uid(),
-                           series_number=FIRST_SERIES_NUMBER + len(self.methods))
+                           series_number=FIRST_SERIES_NUMBER + len(self.methods), algorithm=self.algorithm())
         return to_bytes(ds)
 
     def _record(self, item: Path, prediction: Prediction, origin: Mapping[str, Any],

@@ -1,12 +1,15 @@
 """DICOM Secondary Capture of an explanation, for a PACS to store and show: the heatmap
 burned in over the radiograph under a visible "not for diagnostic use" banner, in the source
-image's study (a new series), referencing the source image.
+image's study (a new series), referencing the source image, naming the algorithm that made
+it in the Contributing Equipment Sequence, and compressed losslessly (JPEG 2000) where the
+encoder is installed.
 
 pydicom is imported on first use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from io import BytesIO
 from typing import Any
@@ -18,6 +21,8 @@ from ... import __version__
 from ..inputs.dicom import import_pydicom
 
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+PROCESSING_EQUIPMENT = ("109102", "DCM", "Processing Equipment")  # CID 7005, purpose of the contribution
 BANNER = "NOT FOR DIAGNOSTIC USE - research software (chexplain)"
 # Patient and study attributes the new object shares with its source (Type 2: present even if empty).
 SHARED_ATTRIBUTES = (
@@ -49,10 +54,38 @@ def with_banner(bgr: np.ndarray, *lines: str) -> np.ndarray:
     return np.vstack([_strip(text, width, rows) for text in (lines or (BANNER,))] + [bgr])
 
 
-def derived_dataset(source: Any, sop_class_uid: str, now: datetime) -> Any:
+@dataclass(frozen=True)
+class Algorithm:
+    """What made a result, for its Contributing Equipment Sequence (PS3.3 C.12.1.1.5)."""
+
+    model: str  # the model's name
+    weights_sha256: str
+    methods: tuple[str, ...] = ()
+
+    def item(self, now: datetime) -> Any:
+        """One item: chexplain as processing equipment, the model as its model name."""
+        pydicom = import_pydicom()
+        from pydicom.dataset import Dataset
+
+        purpose = Dataset()
+        purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = PROCESSING_EQUIPMENT
+        item = Dataset()
+        item.PurposeOfReferenceCodeSequence = pydicom.Sequence([purpose])
+        item.Manufacturer = "chexplain"
+        item.ManufacturerModelName = self.model[:64]
+        item.SoftwareVersions = [__version__, f"weights sha256 {self.weights_sha256[:16]}"]
+        item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
+        item.ContributionDescription = (f"classification by {self.model}"
+                                        + (f"; explanations: {', '.join(self.methods)}" if self.methods else "")
+                                        + "; NOT FOR DIAGNOSTIC USE")[:1024]
+        return item
+
+
+def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: Algorithm | None = None) -> Any:
     """A new instance of ``sop_class_uid`` made by chexplain from ``source``: file meta, new SOP
     Instance UID, the source's patient and study attributes (Type 2 ones present even when
-    empty), equipment, and creation and content date/time."""
+    empty), equipment (with ``algorithm`` as contributing equipment), and creation and
+    content date/time."""
     import_pydicom()
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -74,18 +107,27 @@ def derived_dataset(source: Any, sop_class_uid: str, now: datetime) -> Any:
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
+    if algorithm is not None:
+        ds.ContributingEquipmentSequence = import_pydicom().Sequence([algorithm.item(now)])
     return ds
+
+
+def jpeg2000_available() -> bool:
+    from pydicom.pixels.encoders import JPEG2000LosslessEncoder
+
+    return bool(JPEG2000LosslessEncoder.is_available)
 
 
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
                       series_description: str, derivation: str, captions: tuple[str, ...] = (),
-                      now: datetime | None = None) -> Any:
-    """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in ``source``'s study."""
+                      algorithm: Algorithm | None = None, compress: bool = True, now: datetime | None = None) -> Any:
+    """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in
+    ``source``'s study; JPEG 2000 lossless when ``compress`` and the encoder is installed."""
     pydicom = import_pydicom()
     from pydicom.dataset import Dataset
 
     rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
-    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now())
+    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now(), algorithm)
     for keyword in OPTIONAL_IMAGE:
         if keyword in source:
             setattr(ds, keyword, source.get(keyword))
@@ -108,6 +150,8 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
     ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+    if compress and jpeg2000_available():
+        ds.compress(JPEG_2000_LOSSLESS, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     return ds
 
 

@@ -55,13 +55,15 @@ class LoopbackStorage:
     """A Storage SCP on loopback whose answer per C-STORE comes from ``answer(dataset, attempt)``."""
 
     def __init__(self, ae_title: str, sop_classes: tuple[str, ...],
-                 answer: Callable[[Dataset, int], int] = lambda ds, attempt: 0x0000, tls=None) -> None:
+                 answer: Callable[[Dataset, int], int] = lambda ds, attempt: 0x0000, tls=None,
+                 syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian,)) -> None:
         self.stored: list[str] = []  # SOP Instance UIDs answered with Success or Warning
+        self.received: dict[str, tuple[str, Dataset]] = {}  # SOP Instance UID -> (transfer syntax, dataset)
         self.attempts: dict[str, int] = {}
         self.answer = answer
         self.ae = AE(ae_title=ae_title)
         for sop_class in sop_classes:
-            self.ae.add_supported_context(sop_class, ExplicitVRLittleEndian)
+            self.ae.add_supported_context(sop_class, list(syntaxes))
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -71,6 +73,7 @@ class LoopbackStorage:
     def _on_store(self, event) -> int:
         ds = event.dataset
         uid = str(ds.SOPInstanceUID)
+        self.received[uid] = (str(event.context.transfer_syntax), ds)
         self.attempts[uid] = self.attempts.get(uid, 0) + 1
         status = self.answer(ds, self.attempts[uid])
         if status == 0x0000 or status & 0xF000 == 0xB000 or status == ATTRIBUTE_LIST_ERROR:
@@ -213,3 +216,36 @@ def test_a_tls_destination_is_reached_and_an_untrusted_one_is_not(tmp_path, scps
     with pytest.raises(Unreachable):  # the handshake fails; the run loop logs forward_failed and retries
         untrusting.send(untrusting.due())
     assert len(pacs.stored) == 4 and len(untrusting.queue.unsent()) == 2
+
+
+def test_compressed_captures_go_as_they_are_or_decoded_where_only_uncompressed_is_taken(tmp_path, scps):
+    import cv2
+    import numpy as np
+    import pydicom
+
+    from chexplain.runtime.node.secondary_capture import JPEG_2000_LOSSLESS, Algorithm, secondary_capture, to_bytes
+
+    from dicom_builders import dx_from_png
+    from helpers import IMAGES
+
+    source = pydicom.dcmread(dx_from_png(IMAGES / "00013125_000.png", tmp_path / "source.dcm"))
+    heat = cv2.applyColorMap(cv2.imread(str(IMAGES / "00013125_000.png"), cv2.IMREAD_GRAYSCALE), cv2.COLORMAP_JET)
+    capture = secondary_capture(source, heat, series_uid=generate_uid(), series_number=9001, instance_number=1,
+                                series_description="chexplain gradcam", derivation="gradcam heatmap",
+                                algorithm=Algorithm("densenet121-chexpert", "ab" * 32, ("gradcam",)))
+    assert capture.file_meta.TransferSyntaxUID == JPEG_2000_LOSSLESS
+    spool = Spool(tmp_path / "spool")
+    spool.finish(spool.accept(b"input", ".dcm"), {"result.json": b"{}", "sc-1.dcm": to_bytes(capture)})
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE,), syntaxes=(JPEG_2000_LOSSLESS, ExplicitVRLittleEndian)))
+    scps.append(LoopbackStorage("OLDPACS", (SECONDARY_CAPTURE_STORAGE,)))  # uncompressed only
+    for scp in scps:
+        forwarding(spool, scp.destination(), lambda scp=scp: len(scp.stored) == 1)
+    uid = str(capture.SOPInstanceUID)
+    (kept_syntax, kept), (decoded_syntax, decoded) = scps[0].received[uid], scps[1].received[uid]
+    assert kept_syntax == JPEG_2000_LOSSLESS and decoded_syntax == ExplicitVRLittleEndian
+    decoded.file_meta = FileMetaDataset()
+    decoded.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    assert np.array_equal(decoded.pixel_array, capture.pixel_array)  # lossless both ways
+    equipment = kept.ContributingEquipmentSequence[0]
+    assert equipment.Manufacturer == "chexplain" and equipment.ManufacturerModelName == "densenet121-chexpert"
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"

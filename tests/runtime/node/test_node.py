@@ -83,8 +83,10 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
                                   capture_output=True, text=True, timeout=30).stdout
             assert "SecondaryCaptureImageStorage" in dump and "NOT FOR DIAGNOSTIC USE" in dump
             assert "SourceImageSequence" in dump and str(source.SOPInstanceUID) in dump
+            assert "=JPEG2000LosslessOnly" in dump and "ContributingEquipmentSequence" in dump
             assert (folder / (files["secondary_capture"] + f".sent.PACS_127.0.0.1_{pacs_port}")).exists()
         sr = pydicom.dcmread(folder / "sr.dcm")
+        assert sr.ContributingEquipmentSequence[0].ManufacturerModelName == record["model"]["name"]
         assert sr.SOPClassUID == BASIC_TEXT_SR_STORAGE and sr.StudyInstanceUID == source.StudyInstanceUID
         evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
         assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID

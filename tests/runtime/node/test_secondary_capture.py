@@ -9,8 +9,10 @@ import numpy as np
 import pydicom
 
 from chexplain.runtime.node.secondary_capture import (
+    JPEG_2000_LOSSLESS,
     SECONDARY_CAPTURE_STORAGE,
     SHARED_ATTRIBUTES,
+    Algorithm,
     secondary_capture,
     to_bytes,
     with_banner,
@@ -50,3 +52,22 @@ def test_secondary_capture_shares_the_study_and_references_the_source():
     pixels = back.pixel_array
     assert pixels.shape == (back.Rows, 200, 3) and back.Rows > 256  # the banner on top
     assert (pixels[-1, -1] == [200, 0, 0]).all()  # stored as RGB
+
+
+def test_captures_name_the_algorithm_and_are_compressed_losslessly():
+    source = pydicom.dcmread(SIIM, stop_before_pixels=True)
+    heat = np.random.default_rng(0).integers(0, 256, (300, 240, 3), dtype=np.uint8)  # the hardest to compress
+    algorithm = Algorithm("densenet121-chexpert", "0123456789abcdef" * 4, ("gradcam", "lrp:epsilon-plus-flat-bn"))
+    made = [secondary_capture(source, heat, series_uid="1.2.3.4", series_number=901, instance_number=1,
+                              series_description="chexplain", derivation="d", algorithm=algorithm, compress=compress)
+            for compress in (True, False)]
+    compressed, plain = (pydicom.dcmread(BytesIO(to_bytes(ds))) for ds in made)
+    assert compressed.file_meta.TransferSyntaxUID == JPEG_2000_LOSSLESS
+    assert plain.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert compressed.SOPInstanceUID == made[0].SOPInstanceUID  # compressing keeps the instance's identity
+    assert np.array_equal(compressed.pixel_array, plain.pixel_array)  # lossless
+    (equipment,) = compressed.ContributingEquipmentSequence
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"  # Processing Equipment, CID 7005
+    assert (equipment.Manufacturer, equipment.ManufacturerModelName) == ("chexplain", "densenet121-chexpert")
+    assert "lrp:epsilon-plus-flat-bn" in equipment.ContributionDescription
+    assert equipment.SoftwareVersions[1] == "weights sha256 0123456789abcdef"
