@@ -5,6 +5,8 @@ pydicom is imported on first use, so PNG/JPEG users need not install it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,42 @@ from ...optional import require
 from ..errors import InputError
 from .bitmap import MAX_DECODED_BYTES, check_size, to_unit_gray
 
-RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", ""}
-CHEST_BODY_PARTS = {"CHEST", "THORAX", "LUNG", "LUNGS"}
-LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT", "")
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "LUNGS")
+LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which DICOM images the chest model is given. The default is the model's own scope:
+    radiograph modalities, a chest body part (or none recorded), any view but a lateral one,
+    any image type; a node can narrow or widen it (``[accept]`` in its config)."""
+
+    modalities: tuple[str, ...] = RADIOGRAPH_MODALITIES
+    body_parts: tuple[str, ...] = CHEST_BODY_PARTS  # an empty BodyPartExamined always passes
+    excluded_views: tuple[str, ...] = LATERAL_VIEWS
+    image_types: tuple[str, ...] = ()  # values ImageType must all contain (e.g. ORIGINAL); none: any
+
+    def check(self, path: Path, info: dict[str, Any], image_type: Sequence[str], allow_any_view: bool) -> None:
+        """Refuse what is outside the selection, naming the attribute; ``allow_any_view`` lifts
+        the body part and view rules (the modality and image type rules stay)."""
+        modality = info["modality"].upper()
+        if modality not in self.modalities:
+            expected = " or ".join(m for m in self.modalities if m) or "none"
+            raise InputError(path, f"modality {modality} is not a radiograph ({expected} expected)")
+        missing = [value for value in self.image_types if value not in {v.upper() for v in image_type}]
+        if missing:
+            written = "\\".join(image_type) or "(empty)"
+            raise InputError(path, f"ImageType {written} lacks {', '.join(missing)}")
+        if allow_any_view:
+            return
+        body_part = info["body_part"].upper()
+        if body_part and body_part not in self.body_parts:
+            raise InputError(path, f"BodyPartExamined is {body_part}, not {' or '.join(self.body_parts)} "
+                                   "(use --allow-any-view to explain it anyway)")
+        if info["view_position"].upper() in self.excluded_views:
+            raise InputError(path, f"lateral view ({info['view_position']}); the model reads frontal radiographs "
+                                   "(use --allow-any-view)")
 
 
 def import_pydicom() -> Any:
@@ -63,6 +98,13 @@ def _to_unit_range(path: Path, ds: Any, pixels: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
+def _values(value: Any) -> list[Any]:
+    """A multi-valued element's values as a list (pydicom gives one value bare)."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value] if value not in (None, "") else []
+
+
 def _pixel_spacing(ds: Any) -> list[float] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
@@ -92,24 +134,8 @@ def describe(ds: Any) -> dict[str, Any]:
     }
 
 
-def check_radiograph(path: Path, info: dict[str, Any], allow_any_view: bool) -> None:
-    """Refuse what the chest model was not made for, unless the user insists."""
-    modality = info["modality"].upper()
-    if modality not in RADIOGRAPH_MODALITIES:
-        raise InputError(path, f"modality {modality} is not a radiograph (CR or DX expected)")
-    if allow_any_view:
-        return
-    body_part = info["body_part"].upper()
-    if body_part and body_part not in CHEST_BODY_PARTS:
-        raise InputError(path, f"BodyPartExamined is {body_part}, not CHEST (use --allow-any-view to explain it anyway)")
-    if info["view_position"].upper() in LATERAL_VIEWS:
-        raise InputError(
-            path, f"lateral view ({info['view_position']}); the model reads frontal radiographs (use --allow-any-view)"
-        )
-
-
-def read_dicom(path: Path, allow_any_view: bool = False,
-               max_decoded_bytes: int = MAX_DECODED_BYTES) -> tuple[np.ndarray, dict[str, Any], Any]:
+def read_dicom(path: Path, allow_any_view: bool = False, max_decoded_bytes: int = MAX_DECODED_BYTES,
+               selection: Selection = Selection()) -> tuple[np.ndarray, dict[str, Any], Any]:
     """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense), a description, and
     its dataset without the pixel data (for objects derived from it). Only the first frame is
     decoded, once its size from the header is within ``max_decoded_bytes``."""
@@ -123,7 +149,7 @@ def read_dicom(path: Path, allow_any_view: bool = False,
     info = describe(ds)
     samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 8) or 8)
     check_size(path, info["width"], info["height"], samples * -(-bits // 8), max_decoded_bytes)
-    check_radiograph(path, info, allow_any_view)
+    selection.check(path, info, [str(v) for v in _values(ds.get("ImageType", []))], allow_any_view)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
         from pydicom.pixels import pixel_array

@@ -35,10 +35,11 @@ def _is_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
-def read_radiograph(path: str | Path, allow_any_view: bool = False,
-                    max_decoded_bytes: int = MAX_DECODED_BYTES) -> Radiograph:
+def read_radiograph(path: str | Path, allow_any_view: bool = False, max_decoded_bytes: int = MAX_DECODED_BYTES,
+                    selection: Any = None) -> Radiograph:
     """Read a PNG, JPEG or DICOM file, recognised by its content, not its name; one whose
-    decoded frame would exceed ``max_decoded_bytes`` is refused before it is decoded."""
+    decoded frame would exceed ``max_decoded_bytes`` is refused before it is decoded, a DICOM
+    outside ``selection`` (dicom.Selection; default: the model's scope) before its pixels are."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
@@ -54,9 +55,10 @@ def read_radiograph(path: str | Path, allow_any_view: bool = False,
     if data.startswith(PNG_SIGNATURE) or data.startswith(JPEG_SIGNATURE):
         pixels, info = read_bitmap(path, data, max_decoded_bytes)
     elif _is_dicom(data[:132]) or path.suffix.lower() in {".dcm", ".dicom"}:
-        from .dicom import read_dicom
+        from .dicom import Selection, read_dicom
 
-        pixels, info, header = read_dicom(path, allow_any_view=allow_any_view, max_decoded_bytes=max_decoded_bytes)
+        pixels, info, header = read_dicom(path, allow_any_view=allow_any_view, max_decoded_bytes=max_decoded_bytes,
+                                          selection=selection or Selection())
     else:
         raise InputError(path, "not a PNG, JPEG or DICOM file")
     warnings = [info.pop("warning")] if "warning" in info else []

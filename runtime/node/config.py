@@ -28,6 +28,12 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 
+    [accept]                        # which DICOM images are explained (the model's scope by default)
+    modalities = ["CR", "DX"]       # default: CR, DX, DR, RG, OT and none recorded
+    body_parts = ["CHEST"]          # default: CHEST, THORAX, LUNG, LUNGS; none recorded always passes
+    exclude_views = ["LL", "RL", "LATERAL"]   # default: the lateral views
+    image_type = ["ORIGINAL"]       # values ImageType must hold; default: any
+
     [limits]                        # what one peer may cost the node
     max_associations = 16           # at once, all callers; beyond: rejected, "local limit exceeded"
     max_associations_per_address = 4   # at once from one IP address; beyond: the connection is closed
@@ -154,6 +160,20 @@ class NodeConfig:
     tls_key: Path | None = None
     tls_ca_bundle: Path | None = None
     tls_require_client_certificate: bool = True
+    accept_modalities: tuple[str, ...] = ()  # empty: the defaults of inputs.dicom.Selection
+    accept_body_parts: tuple[str, ...] = ()
+    exclude_views: tuple[str, ...] = ()
+    require_image_type: tuple[str, ...] = ()
+
+    def selection(self) -> Any:
+        """Which DICOM images the node explains: the [accept] table over the model's own scope."""
+        from ..inputs.dicom import Selection
+
+        default = Selection()
+        return Selection(modalities=self.accept_modalities or default.modalities,
+                         body_parts=self.accept_body_parts or default.body_parts,
+                         excluded_views=self.exclude_views or default.excluded_views,
+                         image_types=self.require_image_type)
 
     def allows(self, ae_title: str, address: str) -> bool:
         return self.allow_any_caller or any(c.allows(ae_title, address) for c in self.callers)
@@ -236,6 +256,8 @@ _TABLES: dict[str, dict[str, str]] = {
               "allow_any_view": "allow_any_view"},
     "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity",
                 "compress": "compress"},
+    "accept": {"modalities": "accept_modalities", "body_parts": "accept_body_parts",
+               "exclude_views": "exclude_views", "image_type": "require_image_type"},
     "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",
             "require_client_certificate": "tls_require_client_certificate"},
     "limits": {name: name for name in ("max_associations", "max_associations_per_address", "acse_timeout_s",
@@ -249,10 +271,10 @@ def _convert(name: str, value: Any, source: str) -> Any:
     kind = _FIELD_TYPES[name]
     expected = {"int": int, "float": (int, float), "bool": bool, "str": str, "Path": str}
     base = kind.split(" | ")[0]
-    if name == "methods":
+    if base == "tuple[str, ...]":
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{source}: methods must be a list of method names")
-        return tuple(value)
+            raise ConfigError(f"{source}: {name} must be a list of strings")
+        return tuple(v.strip().upper() for v in value) if name != "methods" else tuple(value)
     wanted = expected.get(base)
     if wanted is None or not isinstance(value, wanted) or (base in ("int", "float") and isinstance(value, bool)):
         raise ConfigError(f"{source}: {name} must be {base.replace('Path', 'a path')}, not {value!r}")
@@ -299,7 +321,7 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
                 name = _TABLES[table][key]
                 values[name] = _convert(name, value, f"[{table}]")
         else:
-            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, limits, tls, forward)")
+            raise ConfigError(f"unknown table [{table}] (known: node, callers, model, results, accept, limits, tls, forward)")
     return NodeConfig(**values)
 
 

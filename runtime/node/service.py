@@ -48,7 +48,8 @@ def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> Instan
     settings = backend.manifest.explanations
     try:
         return InstanceProcessor(
-            Predictor(backend, allow_any_view=config.allow_any_view, max_decoded_bytes=config.max_decoded_mb << 20),
+            Predictor(backend, allow_any_view=config.allow_any_view, max_decoded_bytes=config.max_decoded_mb << 20,
+                      selection=config.selection()),
             select_methods(graph_methods(settings), list(config.methods)),
             classes=choose_classes(settings, config.classes, backend.manifest.classes),
             opacity=config.opacity, max_size=config.max_size, structured_report=config.structured_report,

@@ -86,12 +86,14 @@ class Predictor:
         thresholds: Mapping[str, float] | None = None,
         allow_any_view: bool = False,
         max_decoded_bytes: int = MAX_DECODED_BYTES,
+        selection: Any = None,
     ) -> None:
         self.backend = backend
         self.manifest = backend.manifest
         self.thresholds = {**self.manifest.thresholds, **(thresholds or {})}
         self.allow_any_view = allow_any_view
         self.max_decoded_bytes = max_decoded_bytes
+        self.selection = selection  # which DICOM images are explained (inputs.dicom.Selection; None: the default)
 
     def predict(self, path: str | Path, **inputs: Any) -> Prediction:
         """One file; an unusable input becomes a failed Prediction, never an exception."""
@@ -108,7 +110,8 @@ class Predictor:
         if "targets" in self.backend.input_names and "targets" not in inputs:
             inputs = {**inputs, "targets": probability_targets(self.backend, 1, 0)}
         start = time.perf_counter()
-        radiograph = read_radiograph(path, allow_any_view=self.allow_any_view, max_decoded_bytes=self.max_decoded_bytes)
+        radiograph = read_radiograph(path, allow_any_view=self.allow_any_view, max_decoded_bytes=self.max_decoded_bytes,
+                                     selection=self.selection)
         decoded = time.perf_counter()
         image, geometry = preprocess(radiograph.pixels, self.manifest.preprocessing)
         prepared = time.perf_counter()

@@ -94,6 +94,21 @@ def test_jpeg_lossless_hip_is_refused_unless_any_view_is_allowed():
     assert radiograph.pixels.min() >= 0.0 and radiograph.pixels.max() <= 1.0
 
 
+def test_a_selection_narrows_or_widens_which_images_are_explained(tmp_path: Path):
+    from chexplain.runtime.inputs.dicom import Selection
+
+    hip_too = Selection(body_parts=("CHEST", "PELVIS", "HIP"))
+    assert read_radiograph(RG2_HIP, selection=hip_too).size == (2140, 1760)
+    with pytest.raises(InputError, match="modality CR is not a radiograph \\(DX expected\\)"):
+        read_radiograph(RG2_HIP, selection=Selection(modalities=("DX",)), allow_any_view=True)
+    ds = pydicom.dcmread(SIIM)
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.save_as(tmp_path / "derived.dcm")
+    with pytest.raises(InputError, match="ImageType DERIVED\\\\SECONDARY lacks ORIGINAL"):
+        read_radiograph(tmp_path / "derived.dcm", selection=Selection(image_types=("ORIGINAL",)))
+    assert read_radiograph(tmp_path / "derived.dcm").size == read_radiograph(SIIM).size  # any type by default
+
+
 def test_lateral_view_is_refused(tmp_path: Path):
     ds = pydicom.dcmread(SIIM)
     ds.ViewPosition = "LL"

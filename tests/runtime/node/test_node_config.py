@@ -429,3 +429,12 @@ def test_a_service_thread_that_fails_is_reported_and_started_again():
     failed = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert [e["event"] for e in failed] == ["thread_failed", "thread_failed"] and not thread.is_alive()
     assert failed[0]["thread"] == "chexplain-watch" and "cross-device" in failed[0]["error"]
+
+
+def test_which_images_the_node_takes_is_configurable(tmp_path):
+    config = load_config(write(tmp_path, "[accept]\nmodalities = ['dx']\nimage_type = ['original']\n")).check(False)
+    selection = config.selection()
+    assert selection.modalities == ("DX",) and selection.image_types == ("ORIGINAL",)
+    assert selection.body_parts == NodeConfig().selection().body_parts  # unset keys keep the model's scope
+    with pytest.raises(ConfigError, match="accept_body_parts must be a list of strings"):
+        load_config(write(tmp_path, "[accept]\nbody_parts = 'CHEST'\n"))
