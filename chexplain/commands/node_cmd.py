@@ -32,7 +32,10 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-queue", type=click.IntRange(min=1), default=None,
                      help="Items received but not yet explained before new ones are refused [default: 32]."),
         click.option("--sr/--no-sr", "structured_report", default=None,
-                     help="Also write a Basic Text SR with the findings for DICOM inputs [default: no]."),
+                     help="Also write an SR with the findings for DICOM inputs [default: no]."),
+        click.option("--sr-template", type=click.Choice(["tid1500", "basic-text"]), default=None,
+                     help="tid1500: a measurement report with coded findings and probabilities (Comprehensive 3D "
+                          "SR), as TID-1500-aware viewers read; basic-text: a Basic Text SR [default: tid1500]."),
         click.option("--compress/--no-compress", "compress", default=None,
                      help="Secondary Captures in JPEG 2000 lossless, sent decoded to a destination that refuses it "
                           "[default: compress]."),
@@ -154,6 +157,8 @@ def serve(config_file, allow_callers, **flags) -> None:
     """
     _require(("pydicom", "pynetdicom"), "serve")
     config = _config(config_file, True, allow_callers, **flags)
+    if config.structured_report and config.sr_template == "tid1500":
+        _require(("highdicom",), "the TID 1500 report (--sr)")
     _run(config, listen=True)
 
 
@@ -175,4 +180,6 @@ def watch(folder, config_file, done_dir, settle_s, **flags) -> None:
     config = _config(config_file, False, **flags)
     if config.forward:
         _require(("pydicom", "pynetdicom"), "forwarding")
+    if config.structured_report and config.sr_template == "tid1500":
+        _require(("highdicom",), "the TID 1500 report (--sr)")
     _run(config, listen=False, watch_folder=folder, done_dir=done_dir, settle_s=settle_s)

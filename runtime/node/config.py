@@ -23,7 +23,8 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     classes = "topk:3"                        # default: what the graph explains
 
     [results]
-    structured_report = true        # a Basic Text SR with the findings, beside the Secondary Captures
+    structured_report = true        # an SR with the findings, beside the Secondary Captures
+    sr_template = "tid1500"         # a TID 1500 measurement report (coded findings); or "basic-text"
     compress = true                 # Secondary Captures in JPEG 2000 lossless (sent decoded where refused)
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
@@ -76,6 +77,7 @@ else:  # Python 3.10 (JetPack 6)
     import tomli as tomllib
 
 
+SR_TEMPLATES = ("tid1500", "basic-text")  # the findings as coded measurements, or as text
 MIN_PDU_SIZE, MAX_PDU_SIZE = 4096, 1 << 26  # a PDU smaller than a page is a misconfiguration; 64 MiB at most
 
 
@@ -144,6 +146,7 @@ class NodeConfig:
     threads: int | None = None
     allow_any_view: bool = False
     structured_report: bool = False
+    sr_template: str = "tid1500"
     compress: bool = True
     max_size: int = 1024
     opacity: float = 0.6
@@ -206,6 +209,8 @@ class NodeConfig:
                               "or accept anyone with --allow-any-caller")
         if self.max_queue < 1:
             raise ConfigError(f"max_queue must be at least 1, not {self.max_queue}")
+        if self.sr_template not in SR_TEMPLATES:
+            raise ConfigError(f"sr_template must be {' or '.join(SR_TEMPLATES)}, not {self.sr_template!r}")
         if self.max_size < 64:
             raise ConfigError(f"max_size must be at least 64 pixels, not {self.max_size}")
         if self.health_interval_s <= 0:
@@ -254,7 +259,8 @@ _TABLES: dict[str, dict[str, str]] = {
              "health_interval_s": "health_interval_s", "allow_any_caller": "allow_any_caller"},
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
-    "results": {"structured_report": "structured_report", "max_size": "max_size", "opacity": "opacity",
+    "results": {"structured_report": "structured_report", "sr_template": "sr_template", "max_size": "max_size",
+                "opacity": "opacity",
                 "compress": "compress"},
     "accept": {"modalities": "accept_modalities", "body_parts": "accept_body_parts",
                "exclude_views": "exclude_views", "image_type": "require_image_type"},

@@ -33,6 +33,7 @@ from typing import Any
 from .basic_text_sr import BASIC_TEXT_SR_STORAGE
 from .config import Destination
 from .events import EventLog, Metrics, uid_hash
+from .measurement_report import COMPREHENSIVE_3D_SR_STORAGE
 from .secondary_capture import JPEG_2000_LOSSLESS, SECONDARY_CAPTURE_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
 
@@ -41,7 +42,8 @@ STATUS_SUFFIX = ".status.txt"
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
 # What the node writes, and the transfer syntaxes proposed for it: the captures as written
 # (JPEG 2000 lossless) first, uncompressed for a destination that refuses it.
-PROPOSED = {SECONDARY_CAPTURE_STORAGE: (JPEG_2000_LOSSLESS, *UNCOMPRESSED), BASIC_TEXT_SR_STORAGE: UNCOMPRESSED}
+PROPOSED = {SECONDARY_CAPTURE_STORAGE: (JPEG_2000_LOSSLESS, *UNCOMPRESSED), BASIC_TEXT_SR_STORAGE: UNCOMPRESSED,
+            COMPREHENSIVE_3D_SR_STORAGE: UNCOMPRESSED}
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
 RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
 NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"

@@ -50,6 +50,7 @@ class InstanceProcessor:
     opacity: float = DEFAULT_OPACITY
     max_size: int = 1024
     structured_report: bool = False
+    sr_template: str = "tid1500"  # or "basic-text"
     compress: bool = True  # Secondary Captures in JPEG 2000 lossless where the encoder is installed
 
     def algorithm(self) -> Any:
@@ -120,13 +121,20 @@ class InstanceProcessor:
     def _report(self, source: Any, prediction: Prediction) -> bytes:
         from pydicom.uid import generate_uid
 
-        from .basic_text_sr import basic_text_sr
         from .secondary_capture import to_bytes
 
         manifest = self.predictor.manifest
-        ds = basic_text_sr(source, prediction.probabilities, self.predictor.thresholds,
-                           model_description=manifest.banner(), series_uid=generate_uid(),
-                           series_number=FIRST_SERIES_NUMBER + len(self.methods), algorithm=self.algorithm())
+        series = {"series_uid": generate_uid(), "series_number": FIRST_SERIES_NUMBER + len(self.methods),
+                  "algorithm": self.algorithm()}
+        if self.sr_template == "tid1500":
+            from .measurement_report import measurement_report
+
+            ds = measurement_report(source, prediction.probabilities, self.predictor.thresholds, **series)
+        else:
+            from .basic_text_sr import basic_text_sr
+
+            ds = basic_text_sr(source, prediction.probabilities, self.predictor.thresholds,
+                               model_description=manifest.banner(), **series)
         return to_bytes(ds)
 
     def _record(self, item: Path, prediction: Prediction, origin: Mapping[str, Any],

@@ -107,8 +107,11 @@ def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: A
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
     ds.InstanceCreationDate, ds.InstanceCreationTime = ds.ContentDate, ds.ContentTime
-    if algorithm is not None:
-        ds.ContributingEquipmentSequence = import_pydicom().Sequence([algorithm.item(now)])
+    if algorithm is not None:  # the source's contributors (the modality, ...), then this algorithm
+        from copy import deepcopy
+
+        earlier = [deepcopy(item) for item in source.get("ContributingEquipmentSequence", [])]
+        ds.ContributingEquipmentSequence = import_pydicom().Sequence([*earlier, algorithm.item(now)])
     return ds
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
+from chexplain.runtime.node.measurement_report import COMPREHENSIVE_3D_SR_STORAGE
 from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
 
 from dicom_builders import CT_IMAGE_STORAGE, dx_from_png
@@ -86,13 +86,14 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
             assert "=JPEG2000LosslessOnly" in dump and "ContributingEquipmentSequence" in dump
             assert (folder / (files["secondary_capture"] + f".sent.PACS_127.0.0.1_{pacs_port}")).exists()
         sr = pydicom.dcmread(folder / "sr.dcm")
-        assert sr.ContributingEquipmentSequence[0].ManufacturerModelName == record["model"]["name"]
-        assert sr.SOPClassUID == BASIC_TEXT_SR_STORAGE and sr.StudyInstanceUID == source.StudyInstanceUID
+        assert any((item.Manufacturer, item.get("ManufacturerModelName")) == ("chexplain", record["model"]["name"])
+                   for item in sr.ContributingEquipmentSequence)  # beside the source's and highdicom's own
+        assert sr.SOPClassUID == COMPREHENSIVE_3D_SR_STORAGE and sr.StudyInstanceUID == source.StudyInstanceUID
         evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
         assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
         report = subprocess.run([dcmtk("dsrdump"), str(folder / "sr.dcm")], capture_output=True, text=True, timeout=30)
-        assert report.returncode == 0 and "Basic Text SR" in report.stdout
-        assert report.stdout.count('"Finding")') == 14 and "NOT FOR DIAGNOSTIC USE" in report.stdout
+        assert report.returncode == 0 and "Comprehensive 3D SR" in report.stdout  # TID 1500, coded findings
+        assert report.stdout.count('"Probability")') == 14 and "NOT FOR DIAGNOSTIC USE" in report.stdout
     forwarded = [pydicom.dcmread(p, stop_before_pixels=True) for p in received.iterdir()]
     assert sorted(str(ds.SOPClassUID) for ds in forwarded).count(SECONDARY_CAPTURE_STORAGE) == 6
     log = node.log_path.read_text()

@@ -438,3 +438,9 @@ def test_which_images_the_node_takes_is_configurable(tmp_path):
     assert selection.body_parts == NodeConfig().selection().body_parts  # unset keys keep the model's scope
     with pytest.raises(ConfigError, match="accept_body_parts must be a list of strings"):
         load_config(write(tmp_path, "[accept]\nbody_parts = 'CHEST'\n"))
+
+
+def test_the_sr_template_is_checked():
+    assert NodeConfig(allow_any_caller=True, structured_report=True).check().sr_template == "tid1500"
+    with pytest.raises(ConfigError, match="sr_template must be tid1500 or basic-text"):
+        NodeConfig(allow_any_caller=True, sr_template="tid1501").check()

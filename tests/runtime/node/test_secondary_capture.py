@@ -71,3 +71,16 @@ def test_captures_name_the_algorithm_and_are_compressed_losslessly():
     assert (equipment.Manufacturer, equipment.ManufacturerModelName) == ("chexplain", "densenet121-chexpert")
     assert "lrp:epsilon-plus-flat-bn" in equipment.ContributionDescription
     assert equipment.SoftwareVersions[1] == "weights sha256 0123456789abcdef"
+
+
+def test_the_sources_contributing_equipment_is_kept_before_ours():
+    from pydicom.dataset import Dataset
+
+    source = pydicom.dcmread(SIIM, stop_before_pixels=True)
+    modality = Dataset()
+    modality.Manufacturer = "Cassette Holder Inc."
+    source.ContributingEquipmentSequence = [modality]
+    ds = secondary_capture(source, np.zeros((64, 64, 3), np.uint8), series_uid="1.2.3", series_number=1,
+                           instance_number=1, series_description="x", derivation="d",
+                           algorithm=Algorithm("densenet121-chexpert", "0" * 64))
+    assert [item.Manufacturer for item in ds.ContributingEquipmentSequence] == ["Cassette Holder Inc.", "chexplain"]
