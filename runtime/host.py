@@ -17,6 +17,7 @@ DICOM_DECODERS = {
     "pylibjpeg-rle": "RLE lossless (faster)",
     "python-gdcm": "most compressed syntaxes",
     "pillow": "JPEG baseline, JPEG 2000 (with OpenJPEG)",
+    "pyjpegls": "JPEG-LS (and encoding it)",
 }
 
 

@@ -37,7 +37,7 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="tid1500: a measurement report with coded findings and probabilities (Comprehensive 3D "
                           "SR), as TID-1500-aware viewers read; basic-text: a Basic Text SR [default: tid1500]."),
         click.option("--compress/--no-compress", "compress", default=None,
-                     help="Secondary Captures in JPEG 2000 lossless, sent decoded to a destination that refuses it "
+                     help="Secondary Captures in JPEG-LS lossless, sent decoded to a destination that refuses it "
                           "[default: compress]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),

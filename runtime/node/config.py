@@ -25,7 +25,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     [results]
     structured_report = true        # an SR with the findings, beside the Secondary Captures
     sr_template = "tid1500"         # a TID 1500 measurement report (coded findings); or "basic-text"
-    compress = true                 # Secondary Captures in JPEG 2000 lossless (sent decoded where refused)
+    compress = true                 # Secondary Captures in JPEG-LS lossless (sent decoded where refused)
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 

@@ -34,16 +34,18 @@ from .basic_text_sr import BASIC_TEXT_SR_STORAGE
 from .config import Destination
 from .events import EventLog, Metrics, uid_hash
 from .measurement_report import COMPREHENSIVE_3D_SR_STORAGE
-from .secondary_capture import JPEG_2000_LOSSLESS, SECONDARY_CAPTURE_STORAGE
+from .secondary_capture import LOSSLESS, SECONDARY_CAPTURE_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
 
 SENT_SUFFIX = ".sent"
 STATUS_SUFFIX = ".status.txt"
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implicit VR little endian
-# What the node writes, and the transfer syntaxes proposed for it: the captures as written
-# (JPEG 2000 lossless) first, uncompressed for a destination that refuses it.
-PROPOSED = {SECONDARY_CAPTURE_STORAGE: (JPEG_2000_LOSSLESS, *UNCOMPRESSED), BASIC_TEXT_SR_STORAGE: UNCOMPRESSED,
-            COMPREHENSIVE_3D_SR_STORAGE: UNCOMPRESSED}
+# The presentation contexts proposed for what the node writes. The captures get one context per
+# compressed syntax: offered in one context with the uncompressed ones, an SCP picks one syntax
+# for it, often uncompressed; in contexts of their own each is accepted or refused on its own,
+# and an uncompressed context remains for a destination that refuses them.
+PROPOSED = [*((SECONDARY_CAPTURE_STORAGE, (syntax,)) for syntax in LOSSLESS), (SECONDARY_CAPTURE_STORAGE, UNCOMPRESSED),
+            (BASIC_TEXT_SR_STORAGE, UNCOMPRESSED), (COMPREHENSIVE_3D_SR_STORAGE, UNCOMPRESSED)]
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
 RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
 NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"
@@ -162,7 +164,7 @@ class Forwarder:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
-        for sop_class, syntaxes in PROPOSED.items():
+        for sop_class, syntaxes in PROPOSED:
             ae.add_requested_context(sop_class, list(syntaxes))
         target = self.destination
         tls_args = (self.tls, target.host) if target.tls and self.tls is not None else None

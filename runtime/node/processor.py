@@ -51,7 +51,7 @@ class InstanceProcessor:
     max_size: int = 1024
     structured_report: bool = False
     sr_template: str = "tid1500"  # or "basic-text"
-    compress: bool = True  # Secondary Captures in JPEG 2000 lossless where the encoder is installed
+    compress: bool = True  # Secondary Captures compressed losslessly (JPEG-LS) where an encoder is installed
 
     def algorithm(self) -> Any:
         from .secondary_capture import Algorithm

@@ -1,8 +1,9 @@
 """DICOM Secondary Capture of an explanation, for a PACS to store and show: the heatmap
 burned in over the radiograph under a visible "not for diagnostic use" banner, in the source
 image's study (a new series), referencing the source image, naming the algorithm that made
-it in the Contributing Equipment Sequence, and compressed losslessly (JPEG 2000) where the
-encoder is installed.
+it in the Contributing Equipment Sequence, and compressed losslessly where an encoder is
+installed: JPEG-LS, which DCMTK-based PACS (Orthanc among them) decode and render, else JPEG
+2000.
 
 pydicom is imported on first use.
 """
@@ -21,7 +22,9 @@ from ... import __version__
 from ..inputs.dicom import import_pydicom
 
 SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+LOSSLESS = (JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS)  # in order of preference
 PROCESSING_EQUIPMENT = ("109102", "DCM", "Processing Equipment")  # CID 7005, purpose of the contribution
 BANNER = "NOT FOR DIAGNOSTIC USE - research software (chexplain)"
 # Patient and study attributes the new object shares with its source (Type 2: present even if empty).
@@ -115,17 +118,19 @@ def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: A
     return ds
 
 
-def jpeg2000_available() -> bool:
-    from pydicom.pixels.encoders import JPEG2000LosslessEncoder
+def lossless_syntax() -> str | None:
+    """The first lossless transfer syntax whose encoder is installed (None: none is)."""
+    from pydicom.pixels.encoders import JPEG2000LosslessEncoder, JPEGLSLosslessEncoder
 
-    return bool(JPEG2000LosslessEncoder.is_available)
+    encoders = {JPEG_LS_LOSSLESS: JPEGLSLosslessEncoder, JPEG_2000_LOSSLESS: JPEG2000LosslessEncoder}
+    return next((syntax for syntax in LOSSLESS if encoders[syntax].is_available), None)
 
 
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
                       series_description: str, derivation: str, captions: tuple[str, ...] = (),
                       algorithm: Algorithm | None = None, compress: bool = True, now: datetime | None = None) -> Any:
     """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in
-    ``source``'s study; JPEG 2000 lossless when ``compress`` and the encoder is installed."""
+    ``source``'s study; compressed losslessly when ``compress`` and an encoder is installed."""
     pydicom = import_pydicom()
     from pydicom.dataset import Dataset
 
@@ -153,8 +158,9 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
     ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = np.ascontiguousarray(rgb).tobytes()
-    if compress and jpeg2000_available():
-        ds.compress(JPEG_2000_LOSSLESS, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    syntax = lossless_syntax() if compress else None
+    if syntax is not None:
+        ds.compress(syntax, generate_instance_uid=False)
     return ds
 
 

@@ -223,7 +223,7 @@ def test_compressed_captures_go_as_they_are_or_decoded_where_only_uncompressed_i
     import numpy as np
     import pydicom
 
-    from chexplain.runtime.node.secondary_capture import JPEG_2000_LOSSLESS, Algorithm, secondary_capture, to_bytes
+    from chexplain.runtime.node.secondary_capture import JPEG_LS_LOSSLESS, Algorithm, secondary_capture, to_bytes
 
     from dicom_builders import dx_from_png
     from helpers import IMAGES
@@ -233,16 +233,16 @@ def test_compressed_captures_go_as_they_are_or_decoded_where_only_uncompressed_i
     capture = secondary_capture(source, heat, series_uid=generate_uid(), series_number=9001, instance_number=1,
                                 series_description="chexplain gradcam", derivation="gradcam heatmap",
                                 algorithm=Algorithm("densenet121-chexpert", "ab" * 32, ("gradcam",)))
-    assert capture.file_meta.TransferSyntaxUID == JPEG_2000_LOSSLESS
+    assert capture.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
     spool = Spool(tmp_path / "spool")
     spool.finish(spool.accept(b"input", ".dcm"), {"result.json": b"{}", "sc-1.dcm": to_bytes(capture)})
-    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE,), syntaxes=(JPEG_2000_LOSSLESS, ExplicitVRLittleEndian)))
+    scps.append(LoopbackStorage("PACS", (SECONDARY_CAPTURE_STORAGE,), syntaxes=(JPEG_LS_LOSSLESS, ExplicitVRLittleEndian)))
     scps.append(LoopbackStorage("OLDPACS", (SECONDARY_CAPTURE_STORAGE,)))  # uncompressed only
     for scp in scps:
         forwarding(spool, scp.destination(), lambda scp=scp: len(scp.stored) == 1)
     uid = str(capture.SOPInstanceUID)
     (kept_syntax, kept), (decoded_syntax, decoded) = scps[0].received[uid], scps[1].received[uid]
-    assert kept_syntax == JPEG_2000_LOSSLESS and decoded_syntax == ExplicitVRLittleEndian
+    assert kept_syntax == JPEG_LS_LOSSLESS and decoded_syntax == ExplicitVRLittleEndian
     decoded.file_meta = FileMetaDataset()
     decoded.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     assert np.array_equal(decoded.pixel_array, capture.pixel_array)  # lossless both ways

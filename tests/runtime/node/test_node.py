@@ -83,7 +83,7 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
                                   capture_output=True, text=True, timeout=30).stdout
             assert "SecondaryCaptureImageStorage" in dump and "NOT FOR DIAGNOSTIC USE" in dump
             assert "SourceImageSequence" in dump and str(source.SOPInstanceUID) in dump
-            assert "=JPEG2000LosslessOnly" in dump and "ContributingEquipmentSequence" in dump
+            assert "=JPEGLSLossless" in dump and "ContributingEquipmentSequence" in dump
             assert (folder / (files["secondary_capture"] + f".sent.PACS_127.0.0.1_{pacs_port}")).exists()
         sr = pydicom.dcmread(folder / "sr.dcm")
         assert any((item.Manufacturer, item.get("ManufacturerModelName")) == ("chexplain", record["model"]["name"])

@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 
 from chexplain.runtime.node.secondary_capture import (
-    JPEG_2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
     SECONDARY_CAPTURE_STORAGE,
     SHARED_ATTRIBUTES,
     Algorithm,
@@ -62,7 +62,7 @@ def test_captures_name_the_algorithm_and_are_compressed_losslessly():
                               series_description="chexplain", derivation="d", algorithm=algorithm, compress=compress)
             for compress in (True, False)]
     compressed, plain = (pydicom.dcmread(BytesIO(to_bytes(ds))) for ds in made)
-    assert compressed.file_meta.TransferSyntaxUID == JPEG_2000_LOSSLESS
+    assert compressed.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS  # what DCMTK-based PACS decode
     assert plain.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert compressed.SOPInstanceUID == made[0].SOPInstanceUID  # compressing keeps the instance's identity
     assert np.array_equal(compressed.pixel_array, plain.pixel_array)  # lossless
