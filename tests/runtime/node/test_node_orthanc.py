@@ -24,7 +24,7 @@ import pytest
 from chexplain.runtime.node.measurement_report import COMPREHENSIVE_3D_SR_STORAGE, FINDING_CODES
 from chexplain.runtime.node.secondary_capture import JPEG_LS_LOSSLESS, SECONDARY_CAPTURE_STORAGE
 
-from helpers import RG1_J2K_MONOCHROME1
+from helpers import RG1_J2K_MONOCHROME1, headless_chromium
 from node_process import free_port, results, serve
 
 pytestmark = pytest.mark.slow
@@ -146,12 +146,5 @@ def test_the_captures_arrive_compressed_named_and_rendered(pacs_and_node, browse
 
 @pytest.fixture(scope="module")
 def browser_page():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "the Orthanc browser test needs Debian's chromium (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 900, "height": 900})
-        yield page
-        browser.close()
+    with headless_chromium("the Orthanc browser test") as browser:
+        yield browser.new_page(viewport={"width": 900, "height": 900})

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from chexplain.cli import main
 from chexplain.grammar import DEFAULT_LRP
 
-from helpers import RG1_J2K_MONOCHROME1
+from helpers import RG1_J2K_MONOCHROME1, headless_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +71,8 @@ def test_report_needs_the_arrays(default_onnx, radiographs, tmp_path):
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "the report tests need Debian's chromium (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"])
+    with headless_chromium("the report tests") as instance:
         yield instance
-        instance.close()
 
 
 def open_offline(browser, path: Path, viewport: dict):
