@@ -26,7 +26,7 @@ DEMO_DIR ?= build/demo
 DEMO_PHANTOMS ?= --n 3600 --seed 0 --size 256 --valid-fraction 0.1667
 DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers 1 --seed 0
 # The README's study: every CAM variant against every LRP composite on held-out phantoms
-# (seed 1), one graph per LRP composite (the exporter's optimiser slows down sharply with
+# (seed 1; about three hours on two CPU cores), one graph per LRP composite (the exporter's optimiser slows down sharply with
 # several backward passes in one graph).
 STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
   epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn epsilon-plus-flat-bn
