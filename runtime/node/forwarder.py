@@ -196,6 +196,10 @@ class Forwarder:
             self._rejected(path, sop, Answer(None, "Failure", NO_CONTEXT))
             return
         if str(ds.file_meta.TransferSyntaxUID) not in accepted[sop_class]:
+            if not accepted[sop_class] & set(UNCOMPRESSED):  # neither as written nor decoded
+                self._rejected(path, sop, Answer(None, "Failure", "the destination takes this SOP class only as "
+                                                 + ", ".join(sorted(accepted[sop_class]))))
+                return
             ds.decompress(generate_instance_uid=False)  # the destination takes it only uncompressed: same pixels
         response = assoc.send_c_store(ds)
         if "Status" not in response:  # aborted or timed out under this object: it waits its own turn too

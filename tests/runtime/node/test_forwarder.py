@@ -249,3 +249,21 @@ def test_compressed_captures_go_as_they_are_or_decoded_where_only_uncompressed_i
     equipment = kept.ContributingEquipmentSequence[0]
     assert equipment.Manufacturer == "chexplain" and equipment.ManufacturerModelName == "densenet121-chexpert"
     assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
+
+
+def test_a_capture_the_destination_takes_in_no_syntax_we_can_give_is_set_aside(tmp_path, scps):
+    import numpy as np
+
+    from chexplain.runtime.node.secondary_capture import JPEG_2000_LOSSLESS, secondary_capture, to_bytes
+
+    ds = Dataset()
+    ds.PatientID, ds.StudyInstanceUID, ds.SOPClassUID, ds.SOPInstanceUID = "P", generate_uid(), "1.2.3", generate_uid()
+    capture = secondary_capture(ds, np.zeros((64, 64, 3), np.uint8), series_uid=generate_uid(), series_number=1,
+                                instance_number=1, series_description="x", derivation="d")
+    spool = Spool(tmp_path / "spool")
+    spool.finish(spool.accept(b"input", ".dcm"), {"result.json": b"{}", "sc-1.dcm": to_bytes(capture)})
+    scps.append(LoopbackStorage("J2KONLY", (SECONDARY_CAPTURE_STORAGE,), syntaxes=(JPEG_2000_LOSSLESS,)))
+    forwarder, events, _ = forwarding(spool, scps[0].destination(), lambda: bool(list(spool.rejected.rglob("sc-1.dcm"))))
+    assert not scps[0].stored and not forwarder.queue.unsent()
+    [rejected] = [e for e in events if e["event"] == "forward_rejected"]
+    assert JPEG_2000_LOSSLESS in rejected["reason"]
