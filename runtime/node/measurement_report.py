@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ... import __version__
-from .secondary_capture import PROCESSING_EQUIPMENT, Algorithm
+from .secondary_capture import Algorithm
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
 PRIVATE_SCHEME = "99CHEXPLAIN"
@@ -56,10 +56,8 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
                        algorithm: Algorithm, series_uid: str, series_number: int,
                        now: datetime | None = None) -> Any:
     """The report for ``source`` (the received image's dataset, pixel data not needed)."""
-    from highdicom import ContributingEquipment
     from highdicom.sr import (
         AlgorithmIdentification,
-        CodedConcept,
         Comprehensive3DSR,
         DeviceObserverIdentifyingAttributes,
         Measurement,
@@ -97,14 +95,10 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
         ))
     content = MeasurementReport(observation_context=context, procedure_reported=codes.LN.XRUnspecifiedBodyRegion,
                                 imaging_measurements=groups, title=codes.DCM.ImagingMeasurementReport)
-    equipment = ContributingEquipment(
-        "chexplain", CodedConcept(*PROCESSING_EQUIPMENT), manufacturer_model_name=algorithm.model[:64],
-        software_versions=[__version__, weights], contribution_datetime=now,
-        contribution_description=(f"classification by {algorithm.model}; NOT FOR DIAGNOSTIC USE")[:1024])
     report = Comprehensive3DSR(
         evidence=[source], content=content, series_instance_uid=series_uid, series_number=series_number,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer="chexplain", is_complete=True,
-        is_final=False, is_verified=False, contributing_equipment=[equipment],
+        is_final=False, is_verified=False, contributing_equipment=[algorithm.item(now)],
         series_description=SERIES_DESCRIPTION,
     )
     report.SoftwareVersions = __version__

@@ -66,22 +66,17 @@ class Algorithm:
     methods: tuple[str, ...] = ()
 
     def item(self, now: datetime) -> Any:
-        """One item: chexplain as processing equipment, the model as its model name."""
-        pydicom = import_pydicom()
-        from pydicom.dataset import Dataset
+        """One item (highdicom's ContributingEquipment): chexplain as processing equipment, the
+        model as its model name; the same item on every object the node writes."""
+        from highdicom import ContributingEquipment
+        from highdicom.sr import CodedConcept
 
-        purpose = Dataset()
-        purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = PROCESSING_EQUIPMENT
-        item = Dataset()
-        item.PurposeOfReferenceCodeSequence = pydicom.Sequence([purpose])
-        item.Manufacturer = "chexplain"
-        item.ManufacturerModelName = self.model[:64]
-        item.SoftwareVersions = [__version__, f"weights sha256 {self.weights_sha256[:16]}"]
-        item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
-        item.ContributionDescription = (f"classification by {self.model}"
-                                        + (f"; explanations: {', '.join(self.methods)}" if self.methods else "")
-                                        + "; NOT FOR DIAGNOSTIC USE")[:1024]
-        return item
+        return ContributingEquipment(
+            "chexplain", CodedConcept(*PROCESSING_EQUIPMENT), manufacturer_model_name=self.model[:64],
+            software_versions=[__version__, f"weights sha256 {self.weights_sha256[:16]}"], contribution_datetime=now,
+            contribution_description=(f"classification by {self.model}"
+                                      + (f"; explanations: {', '.join(self.methods)}" if self.methods else "")
+                                      + "; NOT FOR DIAGNOSTIC USE")[:1024])
 
 
 def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: Algorithm | None = None) -> Any:
