@@ -44,6 +44,7 @@ DEFAULT_EPSILON = 1.0  # the study's epsilon; also keeps deep networks far from 
 DEFAULT_OPSET = 20  # TensorRT 10.3 (JetPack 6) parses up to opset 20
 OPSET_RANGE = (17, 20)
 DEFAULT_PRECISION = "fp32"
+PARITY_MODES = ("strict", "warn")  # export: refuse, or keep with a warning, a graph that does not match PyTorch
 DEFAULT_ENGINE_PRECISION = "mixed"
 DEFAULT_ENGINE_BATCH = "1:1:8"
 DEFAULT_WORKSPACE_GB = 4.0

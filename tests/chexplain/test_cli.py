@@ -178,3 +178,24 @@ def test_a_long_step_keeps_saying_it_runs(capsys: pytest.CaptureFixture[str]):
     with heartbeat("building the engine", every_s=0.05):
         time.sleep(0.5)
     assert "  ... building the engine: " in capsys.readouterr().err
+
+
+def _unstable_lrp_parity() -> dict:
+    """What the export measured for Zennit's epsilon-plus on the trained model: rounding alone moves its maps."""
+    return {"passed": False, "failed": ["lrp"], "reference_overflow": [],
+            "outputs": {"lrp": {"pearson": 0.9981, "relative_l2": 0.155, "passed": False}}}
+
+
+def test_export_parity_strict_refuses_and_warn_keeps_naming_the_unstable_composite(capsys: pytest.CaptureFixture[str]):
+    from chexplain.commands.export_cmd import _judge_parity
+
+    with pytest.raises(SystemExit) as refused:
+        _judge_parity(_unstable_lrp_parity(), "fp32", strict=True)
+    assert refused.value.code == 1
+    strict_error = capsys.readouterr().err
+    assert strict_error.startswith("chexplain: error: the exported graph does not match PyTorch") and "(lrp)" in strict_error
+    assert "unstable on this model" in strict_error and strict_error.count("\n") == 1
+    _judge_parity(_unstable_lrp_parity(), "fp32", strict=False)  # returns: exit 0
+    assert capsys.readouterr().err.startswith("chexplain: warning: the exported graph does not match PyTorch")
+    _judge_parity({**_unstable_lrp_parity(), "passed": True, "failed": []}, "fp32", strict=True)
+    assert capsys.readouterr().err == ""
