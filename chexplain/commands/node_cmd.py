@@ -39,6 +39,9 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--compress/--no-compress", "compress", default=None,
                      help="Secondary Captures in JPEG-LS lossless, sent decoded to a destination that refuses it "
                           "[default: compress]."),
+        click.option("--seg/--no-seg", "segmentation", default=None,
+                     help="Also write a DICOM Segmentation for DICOM inputs: one segment per explained class and "
+                          "method, the top 5% of the map's positive evidence [default: no]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
         click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT",
@@ -80,6 +83,14 @@ def _require(modules: tuple[str, ...], command: str) -> None:
     absent = missing(modules)
     if absent:
         console.fail(f"{command} needs {', '.join(absent)}: {hint('pynetdicom')}", console.EXIT_USAGE)
+
+
+def _require_result_libraries(config: Any) -> None:
+    """highdicom for the results that need it: the TID 1500 report and the segmentation."""
+    if config.structured_report and config.sr_template == "tid1500":
+        _require(("highdicom",), "the TID 1500 report (--sr)")
+    if config.segmentation:
+        _require(("highdicom",), "the segmentation (--seg)")
 
 
 def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str, ...] = (), **flags: Any) -> Any:
@@ -157,8 +168,7 @@ def serve(config_file, allow_callers, **flags) -> None:
     """
     _require(("pydicom", "pynetdicom"), "serve")
     config = _config(config_file, True, allow_callers, **flags)
-    if config.structured_report and config.sr_template == "tid1500":
-        _require(("highdicom",), "the TID 1500 report (--sr)")
+    _require_result_libraries(config)
     _run(config, listen=True)
 
 
@@ -180,6 +190,5 @@ def watch(folder, config_file, done_dir, settle_s, **flags) -> None:
     config = _config(config_file, False, **flags)
     if config.forward:
         _require(("pydicom", "pynetdicom"), "forwarding")
-    if config.structured_report and config.sr_template == "tid1500":
-        _require(("highdicom",), "the TID 1500 report (--sr)")
+    _require_result_libraries(config)
     _run(config, listen=False, watch_folder=folder, done_dir=done_dir, settle_s=settle_s)

@@ -26,6 +26,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     structured_report = true        # an SR with the findings, beside the Secondary Captures
     sr_template = "tid1500"         # a TID 1500 measurement report (coded findings); or "basic-text"
     compress = true                 # Secondary Captures in JPEG-LS lossless (sent decoded where refused)
+    segmentation = true             # a DICOM SEG of where each map points (its top 5% of positive evidence)
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 
@@ -148,6 +149,7 @@ class NodeConfig:
     structured_report: bool = False
     sr_template: str = "tid1500"
     compress: bool = True
+    segmentation: bool = False
     max_size: int = 1024
     opacity: float = 0.6
     forward: tuple[Destination, ...] = ()
@@ -260,8 +262,7 @@ _TABLES: dict[str, dict[str, str]] = {
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
     "results": {"structured_report": "structured_report", "sr_template": "sr_template", "max_size": "max_size",
-                "opacity": "opacity",
-                "compress": "compress"},
+                "opacity": "opacity", "compress": "compress", "segmentation": "segmentation"},
     "accept": {"modalities": "accept_modalities", "body_parts": "accept_body_parts",
                "exclude_views": "exclude_views", "image_type": "require_image_type"},
     "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",

@@ -35,6 +35,7 @@ from .config import Destination
 from .events import EventLog, Metrics, uid_hash
 from .measurement_report import COMPREHENSIVE_3D_SR_STORAGE
 from .secondary_capture import LOSSLESS, SECONDARY_CAPTURE_STORAGE
+from .segmentation import SEGMENTATION_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
 
 SENT_SUFFIX = ".sent"
@@ -45,7 +46,8 @@ UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implici
 # for it, often uncompressed; in contexts of their own each is accepted or refused on its own,
 # and an uncompressed context remains for a destination that refuses them.
 PROPOSED = [*((SECONDARY_CAPTURE_STORAGE, (syntax,)) for syntax in LOSSLESS), (SECONDARY_CAPTURE_STORAGE, UNCOMPRESSED),
-            (BASIC_TEXT_SR_STORAGE, UNCOMPRESSED), (COMPREHENSIVE_3D_SR_STORAGE, UNCOMPRESSED)]
+            (BASIC_TEXT_SR_STORAGE, UNCOMPRESSED), (COMPREHENSIVE_3D_SR_STORAGE, UNCOMPRESSED),
+            (SEGMENTATION_STORAGE, UNCOMPRESSED)]
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
 RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
 NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"

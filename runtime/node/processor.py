@@ -3,7 +3,8 @@
 Per instance: ``result.json`` (schema ``chexplain.node/1``: probabilities, findings by
 threshold, model identity, methods, timings, the files), one PNG overlay per explained
 class and method and, for a DICOM source, one Secondary Capture per class and method (one
-new series per method) and optionally a Basic Text SR with the findings. Overlays and
+new series per method), optionally an SR with the findings (TID 1500 or Basic Text) and a
+Segmentation of where each map points. Overlays and
 captures are scaled so that their longest side is at most ``max_size``.
 """
 
@@ -52,6 +53,7 @@ class InstanceProcessor:
     structured_report: bool = False
     sr_template: str = "tid1500"  # or "basic-text"
     compress: bool = True  # Secondary Captures compressed losslessly (JPEG-LS) where an encoder is installed
+    segmentation: bool = False  # a SEG of each map's top-relevance region (DICOM inputs)
 
     def algorithm(self) -> Any:
         from .secondary_capture import Algorithm
@@ -67,16 +69,23 @@ class InstanceProcessor:
         start = time.perf_counter()
         source = prediction.radiograph.header  # DICOM inputs only
         files: dict[str, bytes] = {}
-        explained = self._explain(prediction, source, files)
+        regions: list[Any] = []
+        explained = self._explain(prediction, source, files, regions)
         record = self._record(item, prediction, origin or {}, explained)
         if source is not None and self.structured_report:
             files["sr.dcm"] = self._report(source, prediction)
             record["structured_report"] = "sr.dcm"
+        if regions:
+            files["seg.dcm"] = self._segmentation(source, regions)
+            record["segmentation"] = "seg.dcm"
         record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
         files[RESULT_FILE] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()  # strict JSON, always
         return files, record
 
-    def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes]) -> list[dict[str, Any]]:
+    def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes],
+                 regions: list[Any]) -> list[dict[str, Any]]:
+        """The overlays and captures of every explained class and method into ``files``; their
+        top-relevance regions into ``regions`` when a segmentation is wanted."""
         classes = self.predictor.manifest.classes
         radiograph = prediction.radiograph
         series = {}
@@ -98,6 +107,10 @@ class InstanceProcessor:
             if source is not None:
                 written.update(self._capture(source, image, stem, name, entry["probability"], label, series[label],
                                              FIRST_SERIES_NUMBER + self.methods.index(item.method), item.rank, files))
+                if self.segmentation:
+                    from .segmentation import Region, relevance_region
+
+                    regions.append(Region(name, label, relevance_region(item.heat)))
             entry["files"][label] = written
         return list(explained.values())
 
@@ -137,6 +150,16 @@ class InstanceProcessor:
                                model_description=manifest.banner(), **series)
         return to_bytes(ds)
 
+    def _segmentation(self, source: Any, regions: list[Any]) -> bytes:
+        from pydicom.uid import generate_uid
+
+        from .secondary_capture import to_bytes
+        from .segmentation import relevance_segmentation
+
+        ds = relevance_segmentation(source, regions, algorithm=self.algorithm(), series_uid=generate_uid(),
+                                    series_number=FIRST_SERIES_NUMBER + len(self.methods) + 1)
+        return to_bytes(ds)
+
     def _record(self, item: Path, prediction: Prediction, origin: Mapping[str, Any],
                 explained: list[dict[str, Any]]) -> dict[str, Any]:
         backend = self.predictor.backend
@@ -157,6 +180,7 @@ class InstanceProcessor:
             "methods": [m.label for m in self.methods],
             "explained": explained,
             "structured_report": None,
+            "segmentation": None,
             "timing_ms": dict(prediction.timing_ms),
             "warnings": prediction.warnings,
         }

@@ -53,7 +53,7 @@ def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> Instan
             select_methods(graph_methods(settings), list(config.methods)),
             classes=choose_classes(settings, config.classes, backend.manifest.classes),
             opacity=config.opacity, max_size=config.max_size, structured_report=config.structured_report,
-            compress=config.compress, sr_template=config.sr_template,
+            compress=config.compress, sr_template=config.sr_template, segmentation=config.segmentation,
         )
     except ValueError:
         backend.close()

@@ -44,6 +44,7 @@ classes = "topk:2"
 
 [results]
 structured_report = true
+segmentation = true
 max_size = 512
 
 [forward]
@@ -65,7 +66,7 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
     assert (config.ae_title, config.port, config.spool, config.max_queue) == ("EDGE1", 4242, Path("/srv/spool"), 4)
     assert config.callers == (Caller("XRAY_ROOM_1", ("10.0.0.12", "10.0.0.13")), Caller("PACS"))
     assert (config.model, config.methods, config.classes) == ("artifacts/m", ("gradcam", "lrp:epsilon"), "topk:2")
-    assert config.structured_report and config.max_size == 512
+    assert config.structured_report and config.segmentation and config.max_size == 512
     assert config.forward == (Destination("ARCHIVE", "10.0.0.5", 104, 1.0, 300.0),)
     assert config.allows("XRAY_ROOM_1", "10.0.0.13") and not config.allows("XRAY_ROOM_1", "10.0.0.99")
     assert config.allows("PACS", "192.168.1.1") and not config.allows("OTHER", "10.0.0.12")

@@ -3,7 +3,8 @@ generated configuration, sends radiographs to the node (its modality store call)
 forwards its results back; the tests read them through Orthanc's REST API: the TID 1500 SR in
 the source study with coded findings equal to the node's result.json, the losslessly
 compressed Secondary Captures with contributing equipment, rendered by Orthanc and shown in
-headless Chromium."""
+headless Chromium, and the Segmentation of where each map points; dcmtk reads Orthanc's stored
+copies as the node wrote them."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import pytest
 
 from chexplain.runtime.node.measurement_report import COMPREHENSIVE_3D_SR_STORAGE, FINDING_CODES
 from chexplain.runtime.node.secondary_capture import JPEG_LS_LOSSLESS, SECONDARY_CAPTURE_STORAGE
+from chexplain.runtime.node.segmentation import SEGMENTATION_STORAGE
 
 from helpers import RG1_J2K_MONOCHROME1, headless_chromium
-from node_process import free_port, results, serve
+from node_process import dcmtk, free_port, results, serve
 
 pytestmark = pytest.mark.slow
 
@@ -82,13 +84,13 @@ def pacs_and_node(node_model, dx_files, tmp_path_factory):
     node_port = free_port()
     orthanc = Orthanc(root, node_port)
     spool = root / "spool"
-    node = serve(node_model, spool, node_port, "--sr", "--allow-caller", "ORTHANC@127.0.0.1",
+    node = serve(node_model, spool, node_port, "--sr", "--seg", "--allow-caller", "ORTHANC@127.0.0.1",
                  "--forward", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}")
     try:
         ids = [orthanc.json("/instances", path.read_bytes())["ID"] for path in (dx_files[0], RG1_J2K_MONOCHROME1)]
         orthanc.json("/modalities/chexplain/store", json.dumps({"Resources": ids, "Synchronous": True}).encode())
-        # per radiograph: 2 classes x 1 method Secondary Captures and the SR, back in Orthanc
-        node.wait_for(lambda: len(orthanc.json("/instances")) == 2 + 2 * 3, 240, "the results stored in Orthanc")
+        # per radiograph: 2 classes x 1 method Secondary Captures, the SR and the SEG, back in Orthanc
+        node.wait_for(lambda: len(orthanc.json("/instances")) == 2 + 2 * 4, 240, "the results stored in Orthanc")
         yield orthanc, node, spool, ids
     finally:
         node.stop()
@@ -140,8 +142,51 @@ def test_the_captures_arrive_compressed_named_and_rendered(pacs_and_node, browse
     shot = cv2.imdecode(np.frombuffer(browser_page.screenshot(), np.uint8), cv2.IMREAD_COLOR)
     assert shot.std() > 20 and (shot[..., 2].astype(int) - shot[..., 0]).max() > 100  # the heatmap's red, not blank
     forwarded = [e for e in node.events() if e["event"] == "forwarded"]
-    assert len(forwarded) == 6 and {e["transfer_syntax"] for e in forwarded if e["file"].startswith("sc-")} == {
+    assert len(forwarded) == 8 and {e["transfer_syntax"] for e in forwarded if e["file"].startswith("sc-")} == {
         JPEG_LS_LOSSLESS}
+
+
+def test_the_segmentation_lands_beside_its_radiograph_with_one_segment_per_map(pacs_and_node):
+    orthanc, node, spool, ids = pacs_and_node
+    by_source = {record["image"]["sop_instance_uid"]: record for record in results(spool)}
+    sources = {orthanc.json(f"/instances/{i}/study")["ID"] for i in ids}
+    segmentations = stored(orthanc, SEGMENTATION_STORAGE)
+    assert len(segmentations) == 2
+    for instance, ds in segmentations:
+        source_uid = str(ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID)
+        record = by_source[source_uid]
+        assert orthanc.json(f"/instances/{instance}/study")["ID"] in sources  # filed with its radiograph
+        wanted = [f"{entry['class']} ({method})" for entry in record["explained"] for method in entry["files"]]
+        assert [s.SegmentLabel for s in ds.SegmentSequence] == wanted
+        read = hd.seg.Segmentation.from_dataset(ds)
+        masks = read.get_pixels_by_source_instance([source_uid], combine_segments=False)
+        assert masks.shape[1:] == (ds.Rows, ds.Columns, len(wanted))
+        coverage = masks.astype(bool).mean(axis=(0, 1, 2))
+        assert ((coverage > 0) & (coverage <= 0.06)).all()  # the top 5% of each map's positive evidence
+        written = pydicom.dcmread(spool / "outbox" / record["item"] / record["segmentation"])
+        assert written.SOPInstanceUID == ds.SOPInstanceUID and written.PixelData == ds.PixelData  # stored as sent
+
+
+def test_dcmtk_reads_the_stored_copies(pacs_and_node, tmp_path):
+    """dsrdump and dcmdump on what Orthanc keeps: the same findings and probabilities as result.json."""
+    orthanc, node, spool, ids = pacs_and_node
+    by_source = {record["image"]["sop_instance_uid"]: record for record in results(spool)}
+    for instance, ds in stored(orthanc, COMPREHENSIVE_3D_SR_STORAGE):
+        path = tmp_path / f"{instance}.dcm"
+        path.write_bytes(orthanc.get(f"/instances/{instance}/file"))
+        dump = subprocess.run([dcmtk("dsrdump"), str(path)], capture_output=True, text=True, timeout=30, check=True)
+        evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        record = by_source[str(evidence.ReferencedSOPInstanceUID)]
+        assert dump.stdout.startswith("Comprehensive 3D SR Document")
+        assert dump.stdout.count('"Probability")') == len(record["probabilities"])
+        assert dump.stdout.count('(52101004,SCT,"Present")') == len(record["findings"])
+    for sop_class, name in ((SECONDARY_CAPTURE_STORAGE, "SecondaryCaptureImageStorage"),
+                            (SEGMENTATION_STORAGE, "SegmentationStorage")):
+        instance = stored(orthanc, sop_class)[0][0]
+        path = tmp_path / f"{instance}.dcm"
+        path.write_bytes(orthanc.get(f"/instances/{instance}/file"))
+        dump = subprocess.run([dcmtk("dcmdump"), str(path)], capture_output=True, text=True, timeout=30, check=True)
+        assert f"={name}" in dump.stdout and "NOT FOR DIAGNOSTIC USE" in dump.stdout
 
 
 @pytest.fixture(scope="module")

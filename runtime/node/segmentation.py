@@ -1,0 +1,112 @@
+"""Where each heatmap points, as a DICOM Segmentation a PACS viewer overlays on the radiograph.
+
+One binary SEG per received image, one segment per explained class and method: the pixels
+holding the top ``TOP_REGION_FRACTION`` of the map's positive evidence, on the source
+image's own pixel grid. A projection radiograph has no frame of reference, so the SEG has
+none either and references its single source frame (highdicom builds that case since 0.19).
+Segments carry the finding's code (the SR's codes), the method and the algorithm, and the
+object names chexplain in its Contributing Equipment Sequence.
+
+A Parametric Map of the heatmap itself is not made: its IOD requires the Frame of Reference
+module (PS3.3 A.75), which a CR or DX image need not have and the ones seen here lack; an
+invented frame would claim patient coordinates the radiograph does not define.
+
+Written uncompressed (Explicit VR Little Endian), which every SCP takes: binary frames are
+packed at one bit a pixel, so a segment of a 3000 x 2500 radiograph is about 0.9 MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ... import __version__
+from .measurement_report import finding_code
+from .secondary_capture import Algorithm
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+# The share of the image marked per map: the evaluation's top-region IoU looks at the same 5%.
+TOP_REGION_FRACTION = 0.05
+SERIES_DESCRIPTION = "chexplain relevance regions (SEG) - NOT FOR DIAGNOSTIC USE"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One segment: where ``method``'s map of ``finding`` is strongest."""
+
+    finding: str
+    method: str
+    mask: np.ndarray  # bool, the source image's rows x columns
+
+
+def relevance_region(heat: np.ndarray, fraction: float = TOP_REGION_FRACTION) -> np.ndarray:
+    """The pixels at or above the map's (1 - ``fraction``) quantile among positive values.
+
+    Positive evidence only (negative relevance speaks against the class), ties kept together,
+    and linear in the pixel count (a selection, not a sort: a full-size radiograph has
+    millions of pixels). Empty when the map has no positive value.
+    """
+    flat = np.asarray(heat, np.float32).ravel()
+    positive = flat[flat > 0]
+    if positive.size == 0:
+        return np.zeros(np.shape(heat), bool)
+    k = min(positive.size, max(1, int(round(fraction * flat.size))))
+    threshold = np.partition(positive, positive.size - k)[positive.size - k]
+    return (np.asarray(heat) >= threshold) & (np.asarray(heat) > 0)
+
+
+def _category(finding: str) -> Any:
+    from pydicom.sr.codedict import codes
+
+    if finding == "Support Devices":
+        return codes.cid7150.PhysicalObject
+    if finding == "No Finding":
+        return codes.cid7150.SpatialAndRelationalConcept
+    return codes.cid7150.MorphologicallyAbnormalStructure
+
+
+def relevance_segmentation(source: Any, regions: Sequence[Region], *, algorithm: Algorithm, series_uid: str,
+                           series_number: int, now: datetime | None = None) -> Any:
+    """A binary Segmentation of ``source`` (a single-frame image dataset) with one segment per region."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if not regions:
+        raise ValueError("a segmentation needs at least one region")
+    shape = (int(source.Rows), int(source.Columns))
+    descriptions, masks = [], []
+    for number, region in enumerate(regions, 1):
+        if region.mask.shape != shape:
+            raise ValueError(f"{region.finding} {region.method}: mask {region.mask.shape} is not the image's {shape}")
+        identification = hd.AlgorithmIdentificationSequence(
+            name=f"chexplain {algorithm.model}"[:64], family=codes.cid7162.ArtificialIntelligence, version=__version__,
+            parameters={"method": region.method, "region": f"top {TOP_REGION_FRACTION:.0%} of positive evidence",
+                        "weights sha256": algorithm.weights_sha256[:16]})
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=f"{region.finding} ({region.method})"[:64],
+            segmented_property_category=_category(region.finding),
+            segmented_property_type=finding_code(region.finding),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=identification))
+        masks.append(region.mask)
+    seg = hd.seg.Segmentation(
+        source_images=[source], pixel_array=np.stack(masks, axis=-1)[np.newaxis],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+        series_instance_uid=series_uid, series_number=series_number, sop_instance_uid=generate_uid(),
+        instance_number=1, manufacturer="chexplain", manufacturer_model_name=algorithm.model[:64],
+        software_versions=__version__, device_serial_number=algorithm.weights_sha256[:16] or "unknown",
+        series_description=SERIES_DESCRIPTION, transfer_syntax_uid=ExplicitVRLittleEndian,
+        contributing_equipment=[algorithm.item(now or datetime.now())],
+        omit_empty_frames=False,
+    )
+    # highdicom copies the radiograph's Pixel Spacing into a Pixel Measures item without a slice
+    # thickness, which its own reader (and a strict one) then refuses; the functional group is
+    # needed only with a frame of reference (PS3.3 A.51.5.1), and the frame maps 1:1 onto its source.
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "FrameOfReferenceUID" not in seg and "PixelMeasuresSequence" in shared:
+        del shared.PixelMeasuresSequence
+    return seg
