@@ -1,8 +1,10 @@
 """Named LRP composites: which rule each layer gets, as Zennit's composites assign them.
 
-Every composite shares Zennit's base map: ReLU and unmerged BatchNorm get Pass, average
-pooling and additions get Norm; max pooling, concatenation and reshapes get the
-gradient. Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
+Every composite shares Zennit's base map: activations (ReLU, SiLU, GELU, Hardswish, sigmoid,
+...) and unmerged BatchNorm get Pass, average pooling, means and additions get Norm; max
+pooling, concatenation, reshapes, permutes and slices get the gradient. Beyond Zennit's map:
+products get the gating rule (relevance to the signal, none to a sigmoid gate or a constant
+scale) and LayerNorm the epsilon rule with its normalisation held constant (explain/lrp.py). Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
 differ in one place: a BatchNorm gets the epsilon rule with ``BATCHNORM_EPSILON`` instead of
 Pass, which keeps relevance stable on trained networks whose BatchNorms cannot be merged
 (DenseNet's open every dense layer: BatchNorm -> ReLU -> Conv).
@@ -24,13 +26,15 @@ from .lrp import (
     Epsilon,
     Flat,
     Gamma,
+    GatedProduct,
+    LayerNormEpsilon,
     LayerRule,
     NormPool,
     NormSum,
     ZBox,
     ZPlus,
 )
-from .rules import Pass, Rule, gradient_rule
+from .rules import ACTIVATIONS, Pass, Rule, gradient_rule, layer_norm_rule
 
 # The -bn composites' epsilon on BatchNorms. The z rule's 1e-6 leaves a jump where a
 # BatchNorm's output crosses zero (the relevance s x R / y of a pre-activation switches
@@ -51,7 +55,7 @@ class Composite:
     stabilizer: float = DEFAULT_STABILIZER
     batchnorm: str = "pass"  # pass | epsilon
 
-    def rule_for(self, op: OpNode, is_first: bool, nonnegative_input: bool = False) -> Rule:
+    def rule_for(self, op: OpNode, nodes: dict[str, OpNode], is_first: bool, nonnegative_input: bool = False) -> Rule:
         """``nonnegative_input``: the layer reads a ReLU's output (directly or through pooling
         and concatenation), so its rule can leave out the negative part's terms."""
         if op.kind in ("conv", "linear"):
@@ -60,13 +64,17 @@ class Composite:
             return (self.conv if op.kind == "conv" else self.linear).build(op, nonnegative_input)
         if op.kind == "batchnorm" and self.batchnorm == "epsilon":
             return BatchNormEpsilon(op.module, BATCHNORM_EPSILON)
-        if op.kind in ("relu", "batchnorm"):
+        if op.kind in ("relu", "batchnorm", *ACTIVATIONS):
             return Pass()
-        if op.kind in ("avgpool", "adaptive_avgpool"):
-            return NormPool(op, self.stabilizer)
+        if op.kind in ("avgpool", "adaptive_avgpool", "mean"):
+            return NormPool(gradient_rule(op, nodes), self.stabilizer)
         if op.kind == "add":
-            return NormSum(self.stabilizer)
-        return gradient_rule(op)
+            return NormSum(self.stabilizer, [nodes[name].kind == "constant" for name in op.inputs])
+        if op.kind == "mul":
+            return GatedProduct.of(op, nodes)
+        if op.kind == "layernorm":
+            return LayerNormEpsilon(layer_norm_rule(op), self.stabilizer)
+        return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
 
 
 Bounds = tuple[torch.Tensor, torch.Tensor]

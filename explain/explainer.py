@@ -89,6 +89,7 @@ class Explainer(nn.Module):
         model = copy.deepcopy(model).eval()
         self.model = model
         _, self.nodes = trace(model)
+        self.by_name = {op.name: op for op in self.nodes}
         self.merged = batchnorm_after_conv(self.nodes) if merge_batchnorm else []
         for conv, norm in self.merged:
             fold_batchnorm(conv.module, norm.module)
@@ -113,17 +114,16 @@ class Explainer(nn.Module):
             if isinstance(method, LRP):
                 composite = method.build()
                 self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(
-                    {op.name: composite.rule_for(op, op.name == self._first_layer, self._nonnegative(op.inputs))
+                    {op.name: composite.rule_for(op, self.by_name, op.name == self._first_layer,
+                                                 self._nonnegative(op.inputs))
                      for op in self.nodes if op.kind not in STRUCTURAL_KINDS}
                 )
 
     def _nonnegative(self, names: list[str]) -> bool:
         """Whether these tensors are >= 0 by construction: ReLU outputs, and pools, concatenations
         and reshapes of them."""
-        by_name = {op.name: op for op in self.nodes}
-
         def check(name: str) -> bool:
-            op = by_name[name]
+            op = self.by_name[name]
             if op.kind == "relu":
                 return True
             return op.kind in ("maxpool", "avgpool", "adaptive_avgpool", "cat", "reshape", "identity") and all(
@@ -158,7 +158,7 @@ class Explainer(nn.Module):
         """Gradient rules for every node after position ``start`` (weights shared with the model)."""
         for op in self.nodes[start + 1:]:
             if op.kind not in STRUCTURAL_KINDS and op.name not in self.gradient_rules:
-                self.gradient_rules[op.name] = gradient_rule(op)
+                self.gradient_rules[op.name] = gradient_rule(op, self.by_name)
 
     def _consumers(self, name: str) -> list[OpNode]:
         return [op for op in self.nodes if name in op.inputs]
@@ -191,6 +191,8 @@ class Explainer(nn.Module):
             if op.kind == "input":
                 continue
             for name, part in zip(op.inputs, rules[op.name].backward(grad, [env[n] for n in op.inputs], env[op.name])):
+                if part is None or self.by_name[name].kind == "constant":  # parameters receive nothing
+                    continue
                 pending[name] = pending[name] + part if name in pending else part
         return captured
 

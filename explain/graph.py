@@ -1,8 +1,16 @@
 """Trace a model once into operator nodes, and run its forward keeping every output.
 
-The forward is executed node by node from the torch.fx graph with every ReLU made
-out-of-place, so the activations that the reverse pass needs stay intact (torchvision's
-``ReLU(inplace=True)`` would otherwise overwrite the BatchNorm output before it).
+The forward is executed node by node from the torch.fx graph with every in-place operation
+made out-of-place, so the activations that the reverse pass needs stay intact
+(torchvision's ``ReLU(inplace=True)`` would otherwise overwrite the BatchNorm output before
+it, and EfficientNet's ``result += input`` its block's output).
+
+Nodes that do not depend on the input carry no relevance and get no rule: ``shape`` nodes
+(sizes and the integer arithmetic on them) and ``constant`` nodes (parameters read with
+``get_attr``, such as ConvNeXt's layer scale, and tensors made from them alone). Constants
+are still listed among a node's inputs, so a rule sees every operand; what a rule would send
+back to a constant is dropped. ``split`` nodes (``chunk``, ``split``) make tuples; each
+``getitem`` taking one part becomes a ``part`` node reading the split tensor directly.
 """
 
 from __future__ import annotations
@@ -16,33 +24,75 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-# Module types, by operator kind. Order matters only for readability.
+# Module types, by operator kind.
 MODULE_KINDS: dict[type[nn.Module], str] = {
     nn.Conv2d: "conv",
     nn.Linear: "linear",
     nn.BatchNorm2d: "batchnorm",
+    nn.LayerNorm: "layernorm",
     nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
+    nn.SiLU: "silu",
+    nn.GELU: "gelu",
+    nn.Hardswish: "hardswish",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
     nn.MaxPool2d: "maxpool",
     nn.AvgPool2d: "avgpool",
     nn.AdaptiveAvgPool2d: "adaptive_avgpool",
+    nn.AdaptiveMaxPool2d: "adaptive_maxpool",
     nn.Flatten: "reshape",
     nn.Dropout: "identity",
     nn.Identity: "identity",
 }
 FUNCTION_KINDS: dict[Any, str] = {
     torch.cat: "cat",
+    torch.concat: "cat",
     operator.add: "add",
     torch.add: "add",
     operator.iadd: "add",
+    operator.mul: "mul",
+    torch.mul: "mul",
+    operator.imul: "mul",
     torch.flatten: "reshape",
+    torch.reshape: "reshape",
+    torch.squeeze: "reshape",
+    torch.unsqueeze: "reshape",
     F.relu: "relu",
     torch.relu: "relu",
+    F.relu6: "relu6",
+    F.silu: "silu",
+    F.gelu: "gelu",
+    F.hardswish: "hardswish",
+    F.hardsigmoid: "hardsigmoid",
+    torch.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
     F.adaptive_avg_pool2d: "adaptive_avgpool",
+    F.adaptive_max_pool2d: "adaptive_maxpool",
     F.dropout: "identity",
+    F.layer_norm: "layernorm",
+    torch.permute: "permute",
+    torch.transpose: "transpose",
+    torch.mean: "mean",
 }
-METHOD_KINDS = {"view": "reshape", "reshape": "reshape", "flatten": "reshape", "relu": "relu", "relu_": "relu"}
+METHOD_KINDS = {
+    "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape", "unsqueeze": "reshape",
+    "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "permute": "permute",
+    "transpose": "transpose", "contiguous": "identity", "mean": "mean", "chunk": "split", "split": "split",
+    "mul": "mul", "add": "add",
+}
 SHAPE_METHODS = {"size", "dim"}  # produce ints, never relevance
-STRUCTURAL_KINDS = ("input", "output", "shape")  # nodes that carry no rule
+STRUCTURAL_KINDS = ("input", "output", "shape", "constant", "split")  # nodes that carry no rule
+# In-place functions run out of place, so every stored output stays as computed.
+OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul}
+# Activation modules, run as their out-of-place functions.
+ACTIVATION_FUNCTIONS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.hardswish,
+                        "hardsigmoid": F.hardsigmoid}
+SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU, ReLU6, SiLU, GELU, Hardswish, "
+             "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
+             "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split and getitem, Dropout, "
+             "StochasticDepth, Identity")
 
 
 class UnsupportedOperator(Exception):
@@ -55,25 +105,58 @@ class OpNode:
 
     name: str  # fx node name
     target: str  # module path, or function/method name
-    kind: str  # operator kind (see *_KINDS), or "input"/"output"/"shape"
-    inputs: list[str]  # names of the tensor-producing nodes it reads
+    kind: str  # operator kind (see *_KINDS), or one of STRUCTURAL_KINDS
+    inputs: list[str]  # names of the tensor nodes it reads (input-derived and constant), in argument order
     module: nn.Module | None = None
     fx_node: torch.fx.Node | None = field(default=None, repr=False)
+    value: Any = field(default=None, repr=False)  # a get_attr constant's tensor
 
     @property
     def scopes(self) -> list[str]:
         """Paths of the modules this operation runs inside (outermost first)."""
         return list(self.fx_node.meta.get("nn_module_stack", {})) if self.fx_node is not None else []
 
+    def argument(self, position: int, keyword: str, default: Any = None) -> Any:
+        """A static argument of the call, by keyword or by its position among the call's arguments."""
+        node = self.fx_node
+        if keyword in node.kwargs:
+            return node.kwargs[keyword]
+        return node.args[position] if len(node.args) > position else default
+
 
 def _function_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def _tensor_inputs(node: torch.fx.Node, shape_nodes: set[str]) -> list[str]:
-    found: list[str] = []
-    torch.fx.map_arg((node.args, node.kwargs), lambda n: found.append(n.name) if n.name not in shape_nodes else None)
+def _is_stochastic_depth(target: Any) -> bool:
+    """torchvision.ops.stochastic_depth, which torchvision keeps whole in traces (torch.fx.wrap)."""
+    return _function_name(target) == "stochastic_depth" and getattr(target, "__module__", "").startswith("torchvision")
+
+
+def _argument_nodes(node: torch.fx.Node) -> list[torch.fx.Node]:
+    found: list[torch.fx.Node] = []
+    torch.fx.map_arg((node.args, node.kwargs), found.append)
     return found
+
+
+def _attribute(root: nn.Module, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root
+
+
+def _operator_kind(node: torch.fx.Node, module: nn.Module | None) -> str | None:
+    if node.op == "call_module":
+        return next((k for t, k in MODULE_KINDS.items() if type(module) is t), None)
+    if node.op == "call_function":
+        if _is_stochastic_depth(node.target):
+            if node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True):
+                return None  # drops whole rows at random: training only
+            return "identity"
+        return FUNCTION_KINDS.get(node.target)
+    if node.op == "call_method":
+        return METHOD_KINDS.get(node.target)
+    return None
 
 
 def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
@@ -81,38 +164,42 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
     graph_module = torch.fx.symbolic_trace(model)
     modules = dict(graph_module.named_modules())
     nodes: list[OpNode] = []
-    shape_nodes: set[str] = set()
+    kinds: dict[str, str] = {}
+    split_sources: dict[str, str] = {}  # split node -> the tensor it splits
     for node in graph_module.graph.nodes:
+        arguments = _argument_nodes(node)
+        tensors = [n.name for n in arguments if kinds[n.name] not in ("shape", "split")]
+        derived = [n for n in tensors if kinds[n] != "constant"]
+        module = modules.get(node.target) if node.op == "call_module" else None
+        target = node.target if node.op in ("call_module", "call_method", "get_attr") else _function_name(node.target)
+        inputs = tensors
+        value = None
         if node.op == "placeholder":
-            nodes.append(OpNode(node.name, node.target, "input", [], fx_node=node))
-            continue
-        if node.op == "output":
-            nodes.append(OpNode(node.name, "output", "output", _tensor_inputs(node, shape_nodes), fx_node=node))
-            continue
-        if node.op == "call_module":
-            module = modules[node.target]
-            kind = next((k for t, k in MODULE_KINDS.items() if type(module) is t), None)
-            target = node.target
-        elif node.op == "call_function":
-            module, target = None, _function_name(node.target)
-            kind = FUNCTION_KINDS.get(node.target)
-        elif node.op == "call_method":
-            module, target = None, node.target
-            if node.target in SHAPE_METHODS:
-                shape_nodes.add(node.name)
-                kind = "shape"
-            else:
-                kind = METHOD_KINDS.get(node.target)
-        else:  # get_attr and anything else
-            module, target, kind = None, str(node.target), None
-        if kind is None:
-            what = type(module).__name__ if module is not None else target
-            raise UnsupportedOperator(
-                f"no explanation rule for operator {what} at node {node.name!r} ({target}); "
-                "supported: Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, "
-                "cat, add, flatten/reshape, Dropout, Identity"
-            )
-        nodes.append(OpNode(node.name, target, kind, _tensor_inputs(node, shape_nodes), module, node))
+            kind, inputs = "input", []
+        elif node.op == "output":
+            kind = "output"
+        elif node.op == "get_attr":
+            kind, value = "constant", _attribute(graph_module, node.target)
+        elif node.op == "call_method" and node.target in SHAPE_METHODS:
+            kind = "shape"
+        elif node.op == "call_function" and node.target is getattr:
+            kind = "shape"  # x.shape and the like
+        elif node.op == "call_function" and node.target is operator.getitem and kinds[node.args[0].name] == "split":
+            kind, inputs = "part", [split_sources[node.args[0].name]]
+        elif not derived:
+            kind = "constant" if tensors else "shape"  # made from parameters alone, or integer arithmetic
+        elif node.op == "call_function" and node.target is operator.getitem:
+            kind = "index"
+        else:
+            kind = _operator_kind(node, module)
+            if kind is None:
+                what = type(module).__name__ if module is not None else target
+                raise UnsupportedOperator(f"no explanation rule for operator {what} at node {node.name!r} ({target}); "
+                                          f"supported: {SUPPORTED}")
+            if kind == "split":
+                split_sources[node.name] = derived[0]
+        kinds[node.name] = kind
+        nodes.append(OpNode(node.name, target, kind, inputs, module, node, value))
     return graph_module, nodes
 
 
@@ -128,14 +215,20 @@ def run_forward(nodes: list[OpNode], image: torch.Tensor) -> dict[str, Any]:
         if op.kind == "input":
             env[op.name] = image
             continue
+        if node.op == "get_attr":
+            env[op.name] = op.value
+            continue
         args = torch.fx.map_arg(node.args, lambda n: env[n.name])
         kwargs = torch.fx.map_arg(node.kwargs, lambda n: env[n.name])
         if op.kind == "output":
             env[op.name] = args[0]
         elif node.op == "call_module":
-            env[op.name] = F.relu(args[0]) if op.kind == "relu" else op.module(*args, **kwargs)
+            if getattr(op.module, "inplace", False) and op.kind in ACTIVATION_FUNCTIONS:
+                env[op.name] = ACTIVATION_FUNCTIONS[op.kind](args[0])
+            else:
+                env[op.name] = op.module(*args, **kwargs)
         elif node.op == "call_function":
-            env[op.name] = node.target(*args, **_out_of_place(kwargs))
+            env[op.name] = OUT_OF_PLACE.get(node.target, node.target)(*args, **_out_of_place(kwargs))
         else:  # call_method
             method = "relu" if node.target == "relu_" else node.target
             env[op.name] = getattr(args[0], method)(*args[1:], **kwargs)

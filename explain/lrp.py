@@ -17,7 +17,7 @@ from torch import nn
 
 from .graph import OpNode
 from .linear_maps import linear_map
-from .rules import AvgPoolGradient, BatchNormGradient, Rule
+from .rules import BatchNormGradient, LayerNormGradient, Rule, sum_to
 
 DEFAULT_STABILIZER = 1e-6
 
@@ -204,29 +204,92 @@ class LayerRelevance(Rule):
 
 
 class NormPool(Rule):
-    """Zennit's Norm on average pooling: x * pool^T(R / stabilise(pool(x)))."""
+    """Zennit's Norm on average pooling or a mean over axes: x * spread(R / stabilise(mean)), with
+    ``spread`` the pooling's own gradient rule."""
 
-    def __init__(self, op: OpNode, stabilizer: float = DEFAULT_STABILIZER) -> None:
+    def __init__(self, spread: Rule, stabilizer: float = DEFAULT_STABILIZER) -> None:
         super().__init__()
-        self.pool = AvgPoolGradient(op.module)
+        self.spread = spread
         self.stabilizer = stabilizer
 
     def backward(self, grad, inputs, output):
         x = inputs[0]
         share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
-        return [x.unsqueeze(1) * self.pool.spread(share, x, output)]
+        return [x.unsqueeze(1) * self.spread.backward(share, inputs, output)[0]]
 
 
 class NormSum(Rule):
-    """Zennit's Norm on an addition: each summand's share of the sum."""
+    """Zennit's Norm on an addition: each summand's share of the sum (a constant summand, such as a
+    position embedding, keeps its share)."""
 
-    def __init__(self, stabilizer: float = DEFAULT_STABILIZER) -> None:
+    def __init__(self, stabilizer: float = DEFAULT_STABILIZER, constant: list[bool] | None = None) -> None:
         super().__init__()
         self.stabilizer = stabilizer
+        self.constant = constant
 
     def backward(self, grad, inputs, output):
         share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
-        return [x.unsqueeze(1) * share for x in inputs]
+        constant = self.constant or [False] * len(inputs)
+        return [None if fixed else sum_to(x.unsqueeze(1) * share, x.shape) for x, fixed in zip(inputs, constant)]
+
+
+GATE_KINDS = ("sigmoid", "hardsigmoid")
+
+
+class GatedProduct(Rule):
+    """A product of factors: relevance to the signal, none to the gate.
+
+    The gating rule of Arras et al. ("Explaining recurrent neural network predictions in
+    sentiment analysis", WASSA 2017), as squeeze-excitation blocks need it: the gate (a
+    sigmoid's or hard sigmoid's output) is a constant weight of the signal, so the signal
+    receives the whole relevance and the gate none. A constant factor (ConvNeXt's layer
+    scale, a Python number) is such a weight too. Two input-derived factors neither or both
+    of which is a gate share it equally (AttnLRP's uniform rule for products, Achtibat et al.,
+    ICML 2024).
+    """
+
+    def __init__(self, shares: list[float]) -> None:
+        super().__init__()
+        self.shares = shares
+
+    @classmethod
+    def of(cls, op: OpNode, nodes: dict[str, OpNode]) -> GatedProduct:
+        derived = [nodes[name].kind != "constant" for name in op.inputs]
+        gates = [d and nodes[name].kind in GATE_KINDS for name, d in zip(op.inputs, derived)]
+        signals = [d and not g for d, g in zip(derived, gates)]
+        if sum(signals) == 1:
+            return cls([1.0 if s else 0.0 for s in signals])
+        return cls([1.0 / sum(derived) if d else 0.0 for d in derived])
+
+    def backward(self, grad, inputs, output):
+        return [None if share == 0 else sum_to(grad * share, x.shape) for x, share in zip(inputs, self.shares)]
+
+
+class LayerNormEpsilon(Rule):
+    """The epsilon rule on a LayerNorm whose normalisation is held constant.
+
+    With 1/std fixed, y = w (x - mean(x)) / std + b is a linear map of x (the centring is
+    linear), and the epsilon rule applies to it: R_x = x * J^T (R_y / stabilise(y)), with
+    J^T v = (w v - mean(w v)) / std; the bias b keeps its share. This is CP-LRP's treatment
+    (Ali et al., "XAI for Transformers: better explanations through conservative
+    propagation", ICML 2022: the normalisation detached) and AttnLRP's (Achtibat et al.,
+    ICML 2024: the identity rule on the division by std, epsilon on the rest).
+    """
+
+    def __init__(self, gradient: LayerNormGradient, stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__()
+        self.gradient = gradient
+        self.stabilizer = stabilizer
+
+    def backward(self, grad, inputs, output):
+        x = inputs[0]
+        _, inverse_std = self.gradient.normalised(x)
+        weight = self.gradient.scale(inputs)
+        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
+        scaled = share if weight is None else share * weight
+        axes = self.gradient.axes
+        relevance = x.unsqueeze(1) * inverse_std * (scaled - scaled.mean(axes, keepdim=True))
+        return [relevance] + [None] * (len(inputs) - 1)
 
 
 class BatchNormEpsilon(Rule):

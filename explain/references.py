@@ -7,6 +7,7 @@ import them here, and a missing one is a clear error naming the package to insta
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..optional import require
 from .composites import BATCHNORM_EPSILON
+from .lrp import DEFAULT_STABILIZER
 
 
 def _cam_class(variant: str) -> Any:
@@ -68,7 +70,8 @@ def zennit_composite(name: str, epsilon: float = 1.0,
         raise ValueError(f"composite {name} needs the input bounds")
     batchnorm = rules.Epsilon(BATCHNORM_EPSILON) if name.endswith("-bn") else rules.Pass()
     layer_map = [(types.Activation, rules.Pass()), (types.AvgPool, rules.Norm()), (types.BatchNorm, batchnorm),
-                 (nn.Conv2d, conv), (nn.Linear, linear)]
+                 (nn.Conv2d, conv), (nn.Linear, linear), (require("zennit.layer").Sum, rules.Norm()),
+                 (_DetachedStdLayerNorm, rules.Epsilon(DEFAULT_STABILIZER))]
     if first is None:
         return composites.LayerMapComposite(layer_map=layer_map)
     return composites.SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[((nn.Conv2d, nn.Linear), first)])
@@ -86,3 +89,100 @@ def zennit_lrp(model: nn.Module, composite: Any, x: torch.Tensor, classes: Seque
             _, relevance = attributor(x, seed)
             maps.append(relevance.sum(1))
     return torch.stack(maps, 1)
+
+
+class _DetachedStdLayerNorm(nn.Module):
+    """LayerNorm with its 1/std held constant (detached): a linear map of x for Zennit's epsilon rule."""
+
+    def __init__(self, ndim: int, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.axes, self.eps = tuple(range(-ndim, 0)), eps
+        self.weight = None if weight is None else nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.mean(self.axes, keepdim=True)
+        y = centred / torch.sqrt((centred * centred).mean(self.axes, keepdim=True) + self.eps).detach()
+        if self.weight is not None:
+            y = y * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+def zennit_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``model`` rewritten so that Zennit's module rules see what chexplain's graph rules see, for
+    comparing LRP on architectures Zennit has no canonizer for (``example``: an input, for shapes).
+
+    Zennit's hooks turn relevance into relevance at modules; a functional operation between
+    them applies its own Jacobian to the relevance. So, with torch.fx: each addition of two
+    tensors becomes Zennit's Sum module over the stacked summands (Norm rule); a product with
+    a sigmoid gate or a constant becomes ``signal + (product - signal).detach()``, whose
+    Jacobian hands all relevance to the signal (the gating rule); LayerNorm becomes a module
+    with its std detached (epsilon rule on the remaining linear map); functional average
+    pooling and a mean over the spatial axes become adaptive average pooling modules (Norm).
+    """
+    import operator
+
+    import torch.fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    layer = require("zennit.layer")
+    traced = torch.fx.symbolic_trace(copy.deepcopy(model).eval())
+    ShapeProp(traced).propagate(example)
+    modules = dict(traced.named_modules())
+    graph = traced.graph
+
+    def tensor(arg: Any) -> bool:
+        return isinstance(arg, torch.fx.Node) and "tensor_meta" in arg.meta
+
+    def derived(arg: Any) -> bool:  # computed from the input, not from parameters alone
+        return tensor(arg) and arg.op != "get_attr"
+
+    def gate(arg: Any) -> bool:
+        return arg.op == "call_module" and isinstance(modules[arg.target], nn.Sigmoid | nn.Hardsigmoid)
+
+    def attribute(node: Any) -> torch.Tensor | None:
+        return None if node is None else traced.get_parameter(node.target)
+
+    for index, node in enumerate(list(graph.nodes)):
+        replacement = None
+        with graph.inserting_before(node):
+            if node.target in (operator.add, operator.iadd, torch.add) and len(node.args) == 2 and all(
+                    map(tensor, node.args)):
+                traced.add_submodule(f"zennit_sum_{index}", layer.Sum(dim=-1))
+                stacked = graph.call_function(torch.stack, (list(node.args),), {"dim": -1})
+                replacement = graph.call_module(f"zennit_sum_{index}", (stacked,))
+            elif node.target is nn.functional.adaptive_avg_pool2d:
+                traced.add_submodule(f"zennit_pool_{index}", nn.AdaptiveAvgPool2d(node.args[1]))
+                replacement = graph.call_module(f"zennit_pool_{index}", (node.args[0],))
+            elif node.op == "call_module" and type(modules[node.target]) is nn.LayerNorm:
+                norm = modules[node.target]
+                traced.add_submodule(f"zennit_norm_{index}", _DetachedStdLayerNorm(
+                    len(norm.normalized_shape), norm.eps, norm.weight, norm.bias))
+                replacement = graph.call_module(f"zennit_norm_{index}", node.args)
+            elif node.target is nn.functional.layer_norm:
+                traced.add_submodule(f"zennit_norm_{index}", _DetachedStdLayerNorm(
+                    len(node.args[1]), node.kwargs.get("eps", 1e-5), attribute(node.kwargs.get("weight")),
+                    attribute(node.kwargs.get("bias"))))
+                replacement = graph.call_module(f"zennit_norm_{index}", (node.args[0],))
+            elif node.op == "call_method" and node.target == "mean" and tuple(node.args[1]) in ((2, 3), (-2, -1)):
+                traced.add_submodule(f"zennit_pool_{index}", nn.AdaptiveAvgPool2d(1))
+                pooled = graph.call_module(f"zennit_pool_{index}", (node.args[0],))
+                replacement = graph.call_function(torch.flatten, (pooled, 1))
+        if node.target in (operator.mul, torch.mul) and (sum(map(derived, node.args)) == 1 or any(map(gate, node.args))):
+            # signal + (product - signal).detach(): the product's value, and all relevance to the signal
+            signal = next(a for a in node.args if derived(a) and not gate(a))
+            with graph.inserting_after(node):
+                rest = graph.call_function(operator.sub, (node, signal))
+            with graph.inserting_after(rest):
+                kept = graph.call_method("detach", (rest,))
+            with graph.inserting_after(kept):
+                replacement = graph.call_function(operator.add, (signal, kept))
+            node.replace_all_uses_with(replacement, delete_user_cb=lambda user, rest=rest: user is not rest)
+            replacement.meta = dict(node.meta)
+        elif replacement is not None:
+            replacement.meta = dict(node.meta)  # later rewrites see it as the tensor it stands for
+            node.replace_all_uses_with(replacement)
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    traced.recompile()
+    return traced

@@ -17,7 +17,8 @@ import torch
 from .. import sample_images
 from ..explain import Explainer
 from ..explain.references import pytorch_grad_cam_batched, zennit_composite, zennit_lrp
-from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER
+from ..grammar import DEFAULT_EPSILON
+from ..models.architectures import default_layer
 from ..models.manifest import Manifest, slug
 from ..models.zoo import load_model
 from .explained import build_methods, input_bounds
@@ -47,7 +48,8 @@ def bench_graph(model: str, method: str, precision: str, root: Path, log: Callab
 
 
 def _methods(method: str, manifest: Manifest):
-    return build_methods(method, layer=DEFAULT_LAYER, epsilon=DEFAULT_EPSILON, bounds=input_bounds(manifest))
+    return build_methods(method, layer=default_layer(manifest.architecture), epsilon=DEFAULT_EPSILON,
+                         bounds=input_bounds(manifest))
 
 
 def reference_outputs(model: str, method: str, images: np.ndarray, targets: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -87,7 +89,7 @@ def reference_timers(model: str, method: str, classes: int, image: np.ndarray, t
             timers[f"Zennit {composite_name}, {classes} class{plural}"] = (
                 lambda composite=composite: zennit_lrp(network, composite, x, chosen))
         else:
-            layer = dict(network.named_modules())[DEFAULT_LAYER]
+            layer = network.get_submodule(default_layer(manifest.architecture))
             timers[f"pytorch-grad-cam {name}, {classes} class{plural} (batched)"] = (
                 lambda variant=name, layer=layer: pytorch_grad_cam_batched(network, layer, variant, x, chosen))
     return timers

@@ -17,12 +17,12 @@ from ..grammar import (
     DEFAULT_CLASSES,
     DEFAULT_EPSILON,
     DEFAULT_EXPLAIN,
-    DEFAULT_LAYER,
     DEFAULT_OPSET,
     DEFAULT_PRECISION,
     PRECISIONS,
     parse_classes,
 )
+from ..models.architectures import default_layer
 from ..models.manifest import sha256_of
 from ..models.zoo import load_model
 from .explained import ExplainedGraph, build_methods, explanation_settings, input_bounds
@@ -42,7 +42,7 @@ def export_model(
     checkpoint_options: dict[str, Any] | None = None,
     explain: str = DEFAULT_EXPLAIN,
     classes: str = DEFAULT_CLASSES,
-    layer: str = DEFAULT_LAYER,
+    layer: str | None = None,
     epsilon: float = DEFAULT_EPSILON,
     expose_gradients: bool = False,
     merge_batchnorm: bool = False,
@@ -51,11 +51,13 @@ def export_model(
 ) -> dict[str, Any]:
     """Export a model by name or checkpoint path, with the explanations ``explain`` names
     (``none`` for the classifier alone) and the precision plan ``precision``; returns (and
-    writes) the export report."""
+    writes) the export report. ``layer``: the Grad-CAM target layer, by default the
+    architecture's last spatial feature map."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     network, manifest = load_model(model, **(checkpoint_options or {}))
     manifest.name = (checkpoint_options or {}).get("name") or manifest.name
+    layer = layer or default_layer(manifest.architecture)
     methods = build_methods(explain, layer=layer, epsilon=epsilon, bounds=input_bounds(manifest))
     out_dir = out_root / manifest.name
     onnx_path = out_dir / "model.onnx"

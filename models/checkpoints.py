@@ -1,11 +1,13 @@
-"""Load DenseNet checkpoints in the formats people have, and save chexplain's own.
+"""Load classifier checkpoints in the formats people have, and save chexplain's own.
 
-Supported: chexplain checkpoints (state dict + manifest), torchvision-style state
-dicts (ImageNet head kept, or replaced by a head for the CheXpert classes),
-TorchXRayVision DenseNet weights (1 input channel, 18 output slots) and CheXNet-style
-checkpoints (``module.`` / ``densenet121.`` prefixes, pre-0.4 torchvision key names).
-Output classes are matched to the CheXpert observations by name; classes a checkpoint
-was not trained on are reported as missing, never invented.
+Supported: chexplain checkpoints (state dict + manifest), torchvision-style state dicts of
+every architecture in models/architectures.py (``arch``; DenseNets are recognised without
+it), with an ImageNet head (replaced by a seeded head for the CheXpert classes) or a head
+for named classes, TorchXRayVision weights (DenseNet121 at 224 and ResNet50 at 512 pixels,
+1 input channel, 18 output slots) and CheXNet-style checkpoints (``module.`` /
+``densenet121.`` prefixes, pre-0.4 torchvision key names). Output classes are matched to the
+CheXpert observations by name; classes a checkpoint was not trained on are reported as
+missing, never invented.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..grammar import CHECKPOINT_KINDS
-from .densenet import DENSENET_CONFIGS, DenseNet, build_densenet
+from .architectures import ARCHITECTURES, build, family_of, head_parameters, in_channels_of
+from .densenet import DENSENET_CONFIGS
 from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 
 CHECKPOINT_FORMAT = "chexplain-checkpoint"
@@ -39,9 +42,14 @@ XRV_TRAINED_SLOTS: dict[str, tuple[int, ...]] = {
     "mimic_nb": _XRV_CHEX_SLOTS,
     "mimic_ch": _XRV_CHEX_SLOTS,
     "rsna": (8, 16),
+    # resnet50-res512-all was trained on PadChest, NIH, RSNA, SIIM and VinDr: no lung lesion, no
+    # enlarged cardiomediastinum (its operating points are NaN there)
+    "resnet50-res512-all": tuple(i for i in range(18) if i not in (14, 17)),
 }
-# TorchXRayVision scales 8-bit pixels to [-1024, 1024]: (x01 - 0.5) * 2048.
+XRV_RESNET_WEIGHTS = "resnet50-res512-all"
+# TorchXRayVision scales 8-bit pixels to [-1024, 1024]: (x01 - 0.5) * 2048, at 224 (DenseNet) or 512 (ResNet) pixels.
 XRV_PREPROCESSING = Preprocessing(size=(224, 224), channels=1, mean=(0.5,), std=(1 / 2048,), crop="center")
+XRV_RESNET_PREPROCESSING = Preprocessing(size=(512, 512), channels=1, mean=(0.5,), std=(1 / 2048,), crop="center")
 
 # NIH ChestX-ray14 / TorchXRayVision names that mean a CheXpert observation.
 _ALIASES = {"effusion": "pleural effusion"}
@@ -112,22 +120,24 @@ def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: no state dict found (a mapping of parameter names to tensors)")
 
 
-def canonical_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip DataParallel/wrapper prefixes and rename pre-0.4 torchvision keys."""
+def canonical_keys(state: Mapping[str, torch.Tensor], densenet: bool = True) -> dict[str, torch.Tensor]:
+    """Strip DataParallel/wrapper prefixes; for a DenseNet also rename pre-0.4 torchvision keys and
+    Sequential(Linear, Sigmoid) heads."""
     out = {}
     for key, value in state.items():
         for prefix in ("module.", "densenet121.", "model."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
-        key = key.replace("classifier.0.", "classifier.")  # Sequential(Linear, Sigmoid) heads
-        match = _OLD_DENSELAYER_KEY.match(key)
-        if match:
-            key = match.group(1) + match.group(2)
+        if densenet:
+            key = key.replace("classifier.0.", "classifier.")
+            match = _OLD_DENSELAYER_KEY.match(key)
+            if match:
+                key = match.group(1) + match.group(2)
         out[key] = value
     return out
 
 
-def _architecture_of(state: Mapping[str, torch.Tensor], path: Path) -> str:
+def _densenet_of(state: Mapping[str, torch.Tensor], path: Path) -> str:
     blocks = []
     for b in range(1, 5):
         layers = {k.split(".")[2] for k in state if k.startswith(f"features.denseblock{b}.")}
@@ -135,25 +145,36 @@ def _architecture_of(state: Mapping[str, torch.Tensor], path: Path) -> str:
     for name, config in DENSENET_CONFIGS.items():
         if tuple(blocks) == tuple(config["block_config"]):  # type: ignore[arg-type]
             return name
-    raise CheckpointError(f"{path}: not a DenseNet121/169/201 state dict (dense layers per block: {blocks})")
+    raise CheckpointError(f"{path}: not a DenseNet121/169/201 state dict (dense layers per block: {blocks}); "
+                          f"name its architecture (--arch, one of {', '.join(ARCHITECTURES)})")
 
 
-def _detect_kind(raw: object, state: Mapping[str, torch.Tensor]) -> str:
+def _architecture_of(state: Mapping[str, torch.Tensor], path: Path, arch: str | None) -> str:
+    if arch is None:
+        return _densenet_of(state, path)
+    try:
+        family = family_of(arch)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if family.name == "densenet" and _densenet_of(state, path) != arch:
+        raise CheckpointError(f"{path}: a {_densenet_of(state, path)} state dict, not {arch}")
+    return arch
+
+
+def _detect_kind(raw: object, state: Mapping[str, torch.Tensor], arch: str | None) -> str:
     if isinstance(raw, Mapping) and raw.get("format") == CHECKPOINT_FORMAT:
         return "chexplain"
     if any(k.startswith(("module.", "densenet121.")) for k in state):
         return "chexnet"
-    conv0 = state.get("features.conv0.weight")
-    head = state.get("classifier.weight")
-    if conv0 is not None and conv0.shape[1] == 1 and head is not None and head.shape[0] == len(XRV_SLOTS):
+    first = state.get(f"{family_of(arch or 'densenet121').first_conv}.weight")
+    head = state.get(head_parameters(arch or "densenet121")[0])
+    if first is not None and first.shape[1] == 1 and head is not None and head.shape[0] == len(XRV_SLOTS):
         return "torchxrayvision"
     return "torchvision"
 
 
-def _build(state: dict[str, torch.Tensor], path: Path, num_classes: int) -> DenseNet:
-    architecture = _architecture_of(state, path)
-    in_channels = int(state["features.conv0.weight"].shape[1])
-    model = build_densenet(architecture, num_classes=num_classes, in_channels=in_channels)
+def _build(state: dict[str, torch.Tensor], path: Path, num_classes: int, architecture: str) -> torch.nn.Module:
+    model = build(architecture, num_classes=num_classes, in_channels=in_channels_of(architecture, state))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
@@ -163,67 +184,84 @@ def _build(state: dict[str, torch.Tensor], path: Path, num_classes: int) -> Dens
     return model.eval()
 
 
-def _select_head(state: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+def _select_head(state: dict[str, torch.Tensor], rows: list[int], architecture: str) -> dict[str, torch.Tensor]:
     state = dict(state)
-    state["classifier.weight"] = state["classifier.weight"][rows].clone()
-    state["classifier.bias"] = state["classifier.bias"][rows].clone()
+    for key in head_parameters(architecture):
+        state[key] = state[key][rows].clone()
     return state
+
+
+def _xrv_weights(name: str, architecture: str) -> str:
+    """The TorchXRayVision weights' short name: ``all`` means the architecture's ``all`` weights."""
+    if family_of(architecture).name == "resnet":
+        return XRV_RESNET_WEIGHTS if name in ("all", XRV_RESNET_WEIGHTS) else name
+    return name.removeprefix("densenet121-res224-")
 
 
 def load_checkpoint(
     path: str | Path,
     *,
     kind: str = "auto",
+    arch: str | None = None,
     source_classes: Sequence[str] | None = None,
     xrv_weights: str = "all",
     trust_pickle: bool = False,
     name: str | None = None,
-) -> tuple[DenseNet, Manifest]:
-    """Load a DenseNet checkpoint and describe it with a manifest.
+) -> tuple[torch.nn.Module, Manifest]:
+    """Load a checkpoint and describe it with a manifest.
 
-    ``source_classes`` names the checkpoint's output rows when they are not the 14
-    CheXpert observations in CheXpert order. ``xrv_weights`` names the TorchXRayVision
-    weights (``all``, ``nih``, ``pc``, ``chex``, ``mimic_nb``, ``mimic_ch``, ``rsna``, with
-    or without the ``densenet121-res224-`` prefix) so only its trained slots are used.
+    ``arch`` names the architecture (``resnet50``, ``efficientnet_b0``, ...; DenseNets are
+    recognised from their keys). ``source_classes`` names the checkpoint's output rows when
+    they are not the 14 CheXpert observations in CheXpert order. ``xrv_weights`` names the
+    TorchXRayVision weights (``all``, ``nih``, ``pc``, ``chex``, ``mimic_nb``, ``mimic_ch``,
+    ``rsna`` for DenseNet121, with or without the ``densenet121-res224-`` prefix;
+    ``resnet50-res512-all`` for ResNet50) so only its trained slots are used.
     """
     path = Path(path)
     if kind not in CHECKPOINT_KINDS:
         raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {', '.join(CHECKPOINT_KINDS)}")
     raw = _read(path, trust_pickle)
     state = _state_dict_of(raw, path)
-    kind = _detect_kind(raw, state) if kind == "auto" else kind
-    state = canonical_keys(state)
+    if isinstance(raw, Mapping) and raw.get("format") == CHECKPOINT_FORMAT:
+        arch = raw["manifest"].get("architecture", arch)  # type: ignore[index]
+    if arch is not None and arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    state = canonical_keys(state, densenet=arch is None or family_of(arch).name == "densenet")
+    kind = _detect_kind(raw, state, arch) if kind == "auto" else kind
     state.pop("op_threshs", None)
-    if "classifier.weight" not in state:
-        raise CheckpointError(f"{path}: no classifier.weight in the state dict")
+    architecture = _architecture_of(state, path, arch)
+    head_weight = head_parameters(architecture)[0]
+    if head_weight not in state:
+        raise CheckpointError(f"{path}: no {head_weight} in the state dict (is it a {architecture}?)")
     weights = Weights(source=kind, file=path.name, sha256=sha256_of(path), training_data="unknown")
     name = name or path.stem
 
     if kind == "chexplain":
         manifest = Manifest.from_dict(raw["manifest"])  # type: ignore[index]
         manifest.weights.sha256 = weights.sha256
-        model = _build(state, path, len(manifest.classes))
+        model = _build(state, path, len(manifest.classes), architecture)
         return model, manifest
 
     if kind == "torchxrayvision":
-        short = xrv_weights.removeprefix("densenet121-res224-")
+        short = _xrv_weights(xrv_weights, architecture)
         if short not in XRV_TRAINED_SLOTS:
             raise CheckpointError(f"unknown TorchXRayVision weights {xrv_weights!r}; known: {', '.join(XRV_TRAINED_SLOTS)}")
         trained = set(XRV_TRAINED_SLOTS[short])
         source_classes = [n if i in trained else "" for i, n in enumerate(XRV_SLOTS)]
-        preprocessing = XRV_PREPROCESSING
-        weights.training_data = f"TorchXRayVision densenet121-res224-{short}"
+        resnet = short == XRV_RESNET_WEIGHTS
+        preprocessing = XRV_RESNET_PREPROCESSING if resnet else XRV_PREPROCESSING
+        weights.training_data = f"TorchXRayVision {short if resnet else 'densenet121-res224-' + short}"
     else:
         preprocessing = Preprocessing()
         if kind == "chexnet":
             weights.training_data = "CheXNet-style checkpoint"
 
-    outputs = int(state["classifier.weight"].shape[0])
+    outputs = int(state[head_weight].shape[0])
     if source_classes is None:
         if outputs == len(CHEXPERT_CLASSES):
             source_classes = CHEXPERT_CLASSES
         elif kind == "torchvision" and outputs == 1000:
-            return _with_new_head(state, path, name, weights)
+            return _with_new_head(state, path, name, weights, architecture)
         else:
             raise CheckpointError(
                 f"{path}: the classifier has {outputs} outputs; name them with source_classes "
@@ -234,10 +272,10 @@ def load_checkpoint(
     rows, classes, missing = match_chexpert_classes(source_classes)
     if not rows:
         raise CheckpointError(f"{path}: none of the checkpoint's classes is a CheXpert observation")
-    model = _build(_select_head(state, rows), path, len(rows))
+    model = _build(_select_head(state, rows, architecture), path, len(rows), architecture)
     manifest = Manifest(
         name=name,
-        architecture=_architecture_of(state, path),
+        architecture=architecture,
         classes=tuple(classes),
         missing_classes=tuple(missing),
         preprocessing=preprocessing,
@@ -246,14 +284,16 @@ def load_checkpoint(
     return model, manifest
 
 
-def _with_new_head(state: dict[str, torch.Tensor], path: Path, name: str, weights: Weights) -> tuple[DenseNet, Manifest]:
+def _with_new_head(state: dict[str, torch.Tensor], path: Path, name: str, weights: Weights,
+                   architecture: str) -> tuple[torch.nn.Module, Manifest]:
     """An ImageNet backbone with a fresh (seeded) head for the CheXpert classes."""
-    backbone = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    head = head_parameters(architecture)
+    backbone = {k: v for k, v in state.items() if k not in head}
     torch.manual_seed(0)
-    model = build_densenet(_architecture_of(state, path), num_classes=len(CHEXPERT_CLASSES))
+    model = build(architecture, num_classes=len(CHEXPERT_CLASSES), in_channels=in_channels_of(architecture, state))
     model.load_state_dict(backbone, strict=False)
     weights.training_data = "ImageNet backbone; CheXpert head untrained (seed 0)"
-    return model.eval(), Manifest(name=name, architecture=_architecture_of(state, path), weights=weights)
+    return model.eval(), Manifest(name=name, architecture=architecture, weights=weights)
 
 
 def save_checkpoint(model: torch.nn.Module, manifest: Manifest, path: str | Path, half: bool = False) -> Path:

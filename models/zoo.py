@@ -1,32 +1,38 @@
-"""Named models: the default DenseNet121 for the CheXpert observations, or a checkpoint file."""
+"""Named models: the default DenseNet121 for the CheXpert observations, an architecture by name
+with seeded weights, or a checkpoint file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..grammar import DEFAULT_MODEL
+from .architectures import ARCHITECTURES, build
 from .checkpoints import load_checkpoint
-from .densenet import DenseNet, build_densenet
 from .manifest import CHEXPERT_CLASSES, Manifest, Weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SEED = 0
+DEFAULT_ARCHITECTURE = "densenet121"
 
 
-def seeded_model(seed: int = DEFAULT_SEED, name: str = DEFAULT_MODEL) -> tuple[DenseNet, Manifest]:
-    """DenseNet121 with torchvision's initialisation from a fixed seed: a demo, not a classifier."""
+def seeded_model(seed: int = DEFAULT_SEED, name: str = DEFAULT_MODEL,
+                 architecture: str = DEFAULT_ARCHITECTURE) -> tuple[nn.Module, Manifest]:
+    """An architecture with torchvision's initialisation from a fixed seed: a demo (and a thing to
+    time), not a classifier."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = build_densenet("densenet121", num_classes=len(CHEXPERT_CLASSES)).eval()
+        model = build(architecture, num_classes=len(CHEXPERT_CLASSES)).eval()
     finally:
         torch.random.set_rng_state(generator_state)
     manifest = Manifest(
         name=name,
+        architecture=architecture,
         weights=Weights(source="seeded", seed=seed),
-        description="DenseNet121 architecture with seeded random weights: a stand-in where no trained weights are found.",
+        description=f"{architecture} with seeded random weights: a stand-in for trained weights.",
     )
     return model, manifest
 
@@ -37,14 +43,18 @@ def bundled_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_model(spec: str = DEFAULT_MODEL, **checkpoint_options) -> tuple[DenseNet, Manifest]:
-    """A model by name (``densenet121-chexpert``) or by checkpoint path."""
+def load_model(spec: str = DEFAULT_MODEL, **checkpoint_options) -> tuple[nn.Module, Manifest]:
+    """A model by name (``densenet121-chexpert``; an architecture such as ``efficientnet_b0``, seeded)
+    or by checkpoint path."""
     if spec == DEFAULT_MODEL:
         bundled = bundled_weights(spec)
         if bundled is None:
             return seeded_model()
         return load_checkpoint(bundled, kind="chexplain", name=spec)
+    if spec in ARCHITECTURES:
+        return seeded_model(name=checkpoint_options.get("name") or spec, architecture=spec)
     path = Path(spec)
     if path.suffix in {".pt", ".pth", ".tar", ".ckpt", ".bin"} or path.exists():
         return load_checkpoint(path, **checkpoint_options)
-    raise ValueError(f"unknown model {spec!r}: give {DEFAULT_MODEL!r} or the path of a checkpoint file")
+    raise ValueError(f"unknown model {spec!r}: give {DEFAULT_MODEL!r}, an architecture (e.g. resnet50, "
+                     f"efficientnet_b0) for seeded weights, or the path of a checkpoint file")

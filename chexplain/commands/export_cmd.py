@@ -11,7 +11,6 @@ from ..grammar import (
     DEFAULT_CLASSES,
     DEFAULT_EPSILON,
     DEFAULT_EXPLAIN,
-    DEFAULT_LAYER,
     DEFAULT_OPSET,
     DEFAULT_PRECISION,
     LRP_COMPOSITES,
@@ -25,13 +24,18 @@ from . import console, options
 
 
 @click.command()
-@options.model("Model name or checkpoint file (chexplain, torchvision, TorchXRayVision or CheXNet style).")
+@options.model("Model name, checkpoint file (chexplain, torchvision, TorchXRayVision or CheXNet style; see --arch) "
+               "or an architecture name alone (resnet50, efficientnet_b0, ...: seeded weights, for a try or a benchmark).")
 @options.out(None, "Output root [default: artifacts/ or $CHEXPLAIN_ARTIFACTS]; writes <out>/<model>/model.onnx.",
              name="out_root")
 @options.images()
 @click.option("--opset", type=click.IntRange(*OPSET_RANGE), default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset (TensorRT 10.3 on JetPack 6 parses up to 20).")
 @click.option("--kind", type=click.Choice(CHECKPOINT_KINDS), default="auto", show_default=True, help="Checkpoint format.")
+@click.option("--arch", default=None, metavar="NAME",
+              help="The checkpoint's architecture, by torchvision name: resnet50, efficientnet_b0, "
+                   "mobilenet_v3_large, regnet_y_400mf, convnext_tiny, shufflenet_v2_x1_0, squeezenet1_1, vgg16_bn, "
+                   "... [default: a DenseNet, recognised from its keys].")
 @click.option("--source-classes", default=None, metavar="A,B,...",
               help="Names of the checkpoint's outputs, in order, when they are not the 14 CheXpert classes.")
 @click.option("--xrv-weights", default="all", show_default=True,
@@ -44,7 +48,10 @@ from . import console, options
 @click.option("--classes", "classes", default=DEFAULT_CLASSES, show_default=True, metavar="all|topk:N|input|A,B",
               help="Classes explained per image: every class, the N most probable (chosen in the graph), "
                    "a 'targets' input, or a fixed list of class names.")
-@click.option("--layer", default=DEFAULT_LAYER, show_default=True, help="Grad-CAM target layer.")
+@click.option("--layer", default=None,
+              help="Grad-CAM target layer [default: the architecture's last spatial feature map: features.norm5 "
+                   "for DenseNet, layer4 for ResNet, features for EfficientNet, MobileNet, ConvNeXt, SqueezeNet "
+                   "and VGG, trunk_output for RegNet, conv5 for ShuffleNet].")
 @click.option("--epsilon", type=float, default=DEFAULT_EPSILON, show_default=True, help="Epsilon of the LRP epsilon rules.")
 @click.option("--expose-gradients", is_flag=True,
               help="Also output the Grad-CAM layer's activations and class gradients (any CAM variant can be computed from them).")
@@ -59,7 +66,7 @@ from . import console, options
 @click.option("--triton", "triton_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a Triton model repository here (<model>-onnx with config.pbtxt, dynamic batching).")
 @options.verbosity
-def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights, name, trust_pickle,
+def export(model, out_root, image_dir, opset, kind, arch, source_classes, xrv_weights, name, trust_pickle,
            explain, classes, layer, epsilon, expose_gradients, merge_batchnorm, precision, parity, triton_dir) -> None:
     """Export a model and its explanations to one ONNX graph, then check parity with PyTorch."""
     from .. import sample_images
@@ -75,7 +82,7 @@ def export(model, out_root, image_dir, opset, kind, source_classes, xrv_weights,
     from ..runtime.inputs.reader import expand_inputs
 
     images = expand_inputs([image_dir]) if image_dir else sample_images()
-    checkpoint = {"kind": kind, "xrv_weights": xrv_weights, "trust_pickle": trust_pickle, "name": name}
+    checkpoint = {"kind": kind, "arch": arch, "xrv_weights": xrv_weights, "trust_pickle": trust_pickle, "name": name}
     if source_classes:
         checkpoint["source_classes"] = split_list(source_classes)
     try:

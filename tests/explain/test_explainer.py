@@ -217,18 +217,18 @@ def test_no_nan_or_inf_with_default_settings(densenet, radiograph_batch):
 
 
 def test_unknown_operator_fails_at_build_time_naming_the_node():
-    class WithGelu(nn.Module):
+    class WithElu(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 3)
-            self.act = nn.GELU()
+            self.act = nn.ELU()
             self.head = nn.Linear(4, 2)
 
         def forward(self, x):
             return self.head(self.act(self.conv(x)).mean((2, 3)))
 
-    with pytest.raises(UnsupportedOperator, match="GELU at node 'act'"):
-        Explainer(WithGelu(), [LRP()])
+    with pytest.raises(UnsupportedOperator, match="ELU at node 'act'"):
+        Explainer(WithElu(), [LRP()])
 
 
 def test_output_names_and_shapes(densenet, radiograph_batch):

@@ -1,0 +1,171 @@
+"""The CNN families beyond DenseNet, ResNet and VGG against independent implementations.
+
+Gradients against torch.autograd at several layers; the Grad-CAM family against
+pytorch-grad-cam at each family's default layer on a real radiograph; LRP against Zennit on
+the same model rewritten so Zennit's module rules see what chexplain's rules see (Sum modules
+for additions, detached gates, LayerNorm with its std detached: explain/references.py), in
+float64; relevance conservation where the rules conserve.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from chexplain.explain import LRP, Explainer, GradCAM
+from chexplain.explain.references import pytorch_grad_cam, zennit_composite, zennit_lrp, zennit_model
+from chexplain.models.architectures import default_layer
+from chexplain.models.manifest import Preprocessing
+from chexplain.runtime import preprocess, read_radiograph
+
+from calibrated import calibrated
+from helpers import IMAGES
+
+TARGETS = torch.tensor([[2, 10, 0]])
+# Per family: layers inside the blocks the new rules serve (squeeze-excitation gates, depthwise
+# convolutions, LayerNorm between permutes, channel shuffles and chunks, ceil-mode pooling).
+LAYERS = {
+    "efficientnet_b0": ["features.2", "features.5.0.block.2", "features.7"],
+    "mobilenet_v3_small": ["features.4", "features.9.block.2", "features"],
+    "regnet_y_400mf": ["trunk_output.block2", "trunk_output.block4.block4-1.f.se", "trunk_output"],
+    "convnext_tiny": ["features.1", "features.5.2.block.3", "features"],
+    "shufflenet_v2_x0_5": ["stage2", "stage4", "conv5"],
+    "squeezenet1_1": ["features.3", "features.12"],
+    "mobilenet_v2": ["features.5", "features"],
+}
+CAM_FAMILIES = ["efficientnet_b0", "mobilenet_v3_small", "regnet_y_400mf", "convnext_tiny", "shufflenet_v2_x0_5"]
+BOUNDS = ((-2.1, -2.0, -1.8), (2.2, 2.4, 2.6))
+
+
+@functools.cache
+def _model(architecture: str, dtype: torch.dtype = torch.float64, size: int = 64) -> nn.Module:
+    """One calibrated model per architecture for the module (the tests copy before they change it)."""
+    return calibrated(architecture, dtype=dtype, size=size)
+
+
+@pytest.fixture(scope="module")
+def radiograph() -> torch.Tensor:
+    prep = Preprocessing()
+    return torch.from_numpy(preprocess(read_radiograph(IMAGES / "00013125_000.png").pixels, prep)[0][None])
+
+
+def _autograd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layers: list[str]) -> list[torch.Tensor]:
+    stored: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: stored.__setitem__(n, o)) for n in layers]
+    x = x.clone().requires_grad_()
+    logits = model(x)
+    for hook in hooks:
+        hook.remove()
+    per_class = [torch.autograd.grad(logits.gather(1, targets[:, k:k + 1]).sum(), [x, *(stored[n] for n in layers)],
+                                     retain_graph=True) for k in range(targets.shape[1])]
+    return [torch.stack([g[i] for g in per_class], 1) for i in range(len(layers) + 1)]
+
+
+@pytest.mark.parametrize("architecture", list(LAYERS))
+def test_gradients_equal_autograd(architecture: str):
+    model = _model(architecture)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
+    explainer = Explainer(model, []).double()
+    with torch.no_grad():
+        ours = explainer.class_gradients(x, targets, LAYERS[architecture])
+        ours_input = explainer.class_gradients(x, targets)["input"]
+    reference = _autograd(model, x, targets, LAYERS[architecture])
+    for name, mine, theirs in zip(["input", *LAYERS[architecture]], [ours_input, *ours.values()], reference):
+        assert theirs.abs().max() > 0
+        assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (architecture, name)
+
+
+def _normalised_as_pytorch_grad_cam(raw: np.ndarray, size: int) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    return scale_cam_image(scale_cam_image(raw, (size, size)))
+
+
+@pytest.mark.parametrize("architecture", CAM_FAMILIES)
+def test_cams_at_the_default_layer_equal_pytorch_grad_cam(architecture: str, radiograph):
+    model = _model(architecture, torch.float32, 224)
+    layer = default_layer(architecture)
+    variants = ["gradcam", "gradcam++", "hirescam", "layercam"]
+    with torch.no_grad():
+        ours = Explainer(model, [GradCAM(layer, v) for v in variants])(radiograph, TARGETS)
+    for variant in variants:
+        theirs = pytorch_grad_cam(model, model.get_submodule(layer), variant, radiograph, TARGETS[0].tolist())[0]
+        raw = ours[f"gradcam/{variant}"][0].numpy()
+        assert raw.max() > 0
+        np.testing.assert_allclose(_normalised_as_pytorch_grad_cam(raw, 224), theirs, atol=1e-4, err_msg=variant)
+
+
+@pytest.mark.parametrize("composite", ["epsilon", "alpha2beta1", "epsilon-plus-flat-bn"])
+@pytest.mark.parametrize("architecture", list(LAYERS))
+def test_lrp_equals_zennit_on_the_rewritten_model_in_float64(architecture: str, composite: str):
+    model = _model(architecture)
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        ours = Explainer(model, [LRP(composite, epsilon=1.0, bounds=BOUNDS)]).double()(x, TARGETS)["lrp"]
+    theirs = zennit_lrp(zennit_model(model, x), zennit_composite(composite, 1.0, BOUNDS, torch.float64), x,
+                        TARGETS[0].tolist())
+    assert torch.isfinite(ours).all() and theirs.abs().sum() > 0
+    assert float((ours - theirs).norm() / theirs.norm()) <= 1e-4, (architecture, composite)
+
+
+def _without_biases(model: nn.Module) -> nn.Module:
+    """Every additive constant zeroed (conv, linear, BatchNorm and LayerNorm shifts): relevance then
+    has nowhere to go but the input."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.zero_()
+            if getattr(module, "bias", None) is not None and isinstance(module.bias, torch.Tensor):
+                module.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("architecture", ["efficientnet_b0", "mobilenet_v3_small", "convnext_tiny",
+                                          "shufflenet_v2_x0_5"])
+def test_the_new_rules_conserve_relevance(architecture: str):
+    """With no biases the z rule, Norm, the gating rule and LayerNorm's rule pass every bit of the
+    logit to the input."""
+    model = _without_biases(copy.deepcopy(_model(architecture)))
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        out = Explainer(model, [LRP("z")]).double()(x, TARGETS)
+    logits = out["logits"][0, TARGETS[0]]
+    np.testing.assert_allclose(out["lrp"].sum((2, 3))[0].numpy(), logits.numpy(), rtol=1e-4)
+
+
+def test_in_place_activations_and_additions_leave_the_explanation_unchanged():
+    """EfficientNet's SiLU(inplace=True) and ``result += input`` run out of place in the explainer."""
+    reference = _model("efficientnet_b0", torch.float32)
+    in_place = copy.deepcopy(reference)
+    for module in in_place.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = True
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    methods = [GradCAM("features.6"), LRP("epsilon-plus-flat-bn")]
+    with torch.no_grad():
+        expected = Explainer(reference, methods)(x, TARGETS)
+        got = Explainer(in_place, methods)(x, TARGETS)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_an_operator_outside_the_rules_names_its_node():
+    from chexplain.explain import UnsupportedOperator
+
+    class Cumulative(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(torch.cumsum(self.conv(x), 2).mean((2, 3)))
+
+    with pytest.raises(UnsupportedOperator, match="cumsum at node 'cumsum'"):
+        Explainer(Cumulative(), [GradCAM("conv")])
