@@ -89,6 +89,14 @@ OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul}
 # Activation modules, run as their out-of-place functions.
 ACTIVATION_FUNCTIONS = {"relu": F.relu, "relu6": F.relu6, "silu": F.silu, "hardswish": F.hardswish,
                         "hardsigmoid": F.hardsigmoid}
+
+
+def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU written out (erf, or the tanh approximation): exported as Erf/Tanh and arithmetic, which
+    every TensorRT 10 parses, rather than ONNX's Gelu (opset 20), which TensorRT 10.3 does not list."""
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + torch.erf(x * 0.5**0.5))
 SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU, ReLU6, SiLU, GELU, Hardswish, "
              "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
              "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split and getitem, Dropout, "
@@ -222,6 +230,8 @@ def run_forward(nodes: list[OpNode], image: torch.Tensor) -> dict[str, Any]:
         kwargs = torch.fx.map_arg(node.kwargs, lambda n: env[n.name])
         if op.kind == "output":
             env[op.name] = args[0]
+        elif op.kind == "gelu":
+            env[op.name] = gelu(args[0], getattr(op.module, "approximate", None) or kwargs.get("approximate", "none"))
         elif node.op == "call_module":
             if getattr(op.module, "inplace", False) and op.kind in ACTIVATION_FUNCTIONS:
                 env[op.name] = ACTIVATION_FUNCTIONS[op.kind](args[0])

@@ -161,10 +161,11 @@ def _architecture_of(state: Mapping[str, torch.Tensor], path: Path, arch: str | 
     return arch
 
 
-def _detect_kind(raw: object, state: Mapping[str, torch.Tensor], arch: str | None) -> str:
+def _detect_kind(raw: object, state: Mapping[str, torch.Tensor], arch: str | None, wrapped: bool) -> str:
+    """``state`` with canonical keys; ``wrapped``: its keys had DataParallel / CheXNet prefixes."""
     if isinstance(raw, Mapping) and raw.get("format") == CHECKPOINT_FORMAT:
         return "chexplain"
-    if any(k.startswith(("module.", "densenet121.")) for k in state):
+    if wrapped:
         return "chexnet"
     first = state.get(f"{family_of(arch or 'densenet121').first_conv}.weight")
     head = state.get(head_parameters(arch or "densenet121")[0])
@@ -226,8 +227,9 @@ def load_checkpoint(
         arch = raw["manifest"].get("architecture", arch)  # type: ignore[index]
     if arch is not None and arch not in ARCHITECTURES:
         raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    wrapped = any(k.startswith(("module.", "densenet121.")) for k in state)
     state = canonical_keys(state, densenet=arch is None or family_of(arch).name == "densenet")
-    kind = _detect_kind(raw, state, arch) if kind == "auto" else kind
+    kind = _detect_kind(raw, state, arch, wrapped) if kind == "auto" else kind
     state.pop("op_threshs", None)
     architecture = _architecture_of(state, path, arch)
     head_weight = head_parameters(architecture)[0]

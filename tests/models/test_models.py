@@ -154,3 +154,65 @@ def test_manifest_json_round_trip():
     assert Manifest.from_json(manifest.to_json()) == manifest
     with pytest.raises(ValueError, match="unknown classes"):
         Manifest(name="x", thresholds={"Hernia": 0.3})
+
+
+@pytest.mark.parametrize(("architecture", "head"), [("efficientnet_b0", "classifier.1"),
+                                                    ("mobilenet_v3_small", "classifier.3"),
+                                                    ("squeezenet1_1", "classifier.1")])
+def test_checkpoints_of_other_architectures_load_by_arch(architecture: str, head: str, tmp_path: Path):
+    """A 14-class state dict of each layout (MobileNetV3's head has a classifier.0 too: never renamed)."""
+    torch.manual_seed(0)
+    source = _randomise_batchnorm(torchvision.models.get_model(architecture, num_classes=14))
+    torch.save(source.state_dict(), tmp_path / "m.pth")
+    with pytest.raises(CheckpointError, match="--arch"):
+        load_checkpoint(tmp_path / "m.pth")
+    model, manifest = load_checkpoint(tmp_path / "m.pth", arch=architecture)
+    assert manifest.architecture == architecture and manifest.classes == CHEXPERT_CLASSES
+    assert model.get_submodule(head).weight.shape[0] == 14
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-5, atol=1e-5)
+
+
+def test_an_imagenet_resnet_gets_a_seeded_head_and_a_named_one_its_classes(tmp_path: Path):
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "imagenet.pth")
+    model, manifest = load_checkpoint(tmp_path / "imagenet.pth", arch="resnet18")
+    assert model.fc.out_features == 14 and "untrained" in manifest.weights.training_data
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "three.pth")
+    model, manifest = load_checkpoint(tmp_path / "three.pth", arch="resnet18",
+                                      source_classes=["Mass", "Cardiomegaly", "Effusion"])
+    assert manifest.classes == ("Cardiomegaly", "Pleural Effusion") and model.fc.out_features == 2
+    with pytest.raises(CheckpointError, match="unknown architecture 'resnet7'"):
+        load_checkpoint(tmp_path / "three.pth", arch="resnet7")
+
+
+def test_torchxrayvision_resnet50_keeps_its_512_pixel_single_channel_preprocessing(tmp_path: Path):
+    """TorchXRayVision's resnet50-res512-all layout: torchvision's ResNet50 with a one-channel conv1
+    and 18 slots, two of them untrained."""
+    torch.manual_seed(0)
+    source = torchvision.models.resnet50(num_classes=len(XRV_SLOTS))
+    source.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    source = _randomise_batchnorm(source)
+    state = {**source.state_dict(), "op_threshs": torch.rand(len(XRV_SLOTS))}
+    torch.save(state, tmp_path / "resnet50-res512-all.pt")
+    model, manifest = load_checkpoint(tmp_path / "resnet50-res512-all.pt", arch="resnet50")
+    assert manifest.weights.source == "torchxrayvision" and "resnet50-res512-all" in manifest.weights.training_data
+    assert manifest.preprocessing.size == (512, 512) and manifest.preprocessing.channels == 1
+    assert set(manifest.missing_classes) >= {"Lung Lesion", "Enlarged Cardiomediastinum"}
+    assert "Pneumothorax" in manifest.classes and model.conv1.in_channels == 1
+    x = torch.randn(1, 1, 128, 128) * 500
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:, manifest.classes.index("Pneumothorax")],
+                                   source(x)[:, XRV_SLOTS.index("Pneumothorax")], rtol=1e-4, atol=1e-4)
+
+
+def test_an_architecture_by_name_is_seeded_and_says_so():
+    from chexplain.models.zoo import load_model
+
+    model, manifest = load_model("shufflenet_v2_x0_5")
+    again, _ = load_model("shufflenet_v2_x0_5")
+    assert manifest.architecture == "shufflenet_v2_x0_5" and manifest.is_demo
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), again(x), rtol=0, atol=0)
