@@ -23,7 +23,7 @@ def batchnorm_after_conv(nodes: list[OpNode]) -> list[tuple[OpNode, OpNode]]:
     by_name = {op.name: op for op in nodes}
     pairs = []
     for op in nodes:
-        if op.kind == "batchnorm" and len(op.inputs) == 1:
+        if op.kind == "batchnorm" and op.fx_node.op == "call_module" and len(op.inputs) == 1:
             source = by_name[op.inputs[0]]
             if source.kind == "conv" and len(consumers[source.name]) == 1 and source.module.groups == 1:
                 pairs.append((source, op))

@@ -75,6 +75,10 @@ FUNCTION_KINDS: dict[Any, str] = {
     torch.permute: "permute",
     torch.transpose: "transpose",
     torch.mean: "mean",
+    torch.split: "split",
+    torch.chunk: "split",
+    F.batch_norm: "batchnorm",  # timm's BatchNormAct2d (eval): made a BatchNorm2d for the rules, see trace()
+    F.linear: "linear",  # timm's Linear: made an nn.Linear for the rules
 }
 METHOD_KINDS = {
     "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape", "unsqueeze": "reshape",
@@ -153,6 +157,42 @@ def _attribute(root: nn.Module, path: str) -> Any:
     return root
 
 
+def _functional_module(kind: str, node: torch.fx.Node, by_name: dict[str, OpNode]) -> nn.Module:
+    """An F.batch_norm (eval) or F.linear call with parameter operands as the module it computes,
+    for the rules (the forward still runs the call itself): timm's BatchNormAct2d and Linear."""
+    names = (("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+             if kind == "batchnorm" else ("input", "weight", "bias"))
+    given = {**dict(zip(names, node.args)), **node.kwargs}
+    if given.get("training", False):
+        raise UnsupportedOperator(f"batch_norm at node {node.name!r} normalises with batch statistics (training mode)")
+
+    def value(name: str) -> torch.Tensor | None:
+        argument = given.get(name)
+        if isinstance(argument, torch.fx.Node):
+            if by_name[argument.name].value is None:
+                raise UnsupportedOperator(f"{kind} at node {node.name!r}: its {name} is computed, not a parameter")
+            return by_name[argument.name].value.detach()
+        return argument
+
+    weight, bias = value("weight"), value("bias")
+    if kind == "linear":
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if bias is not None:
+                linear.bias.copy_(bias)
+        return linear.to(weight.dtype)
+    mean, var = value("running_mean"), value("running_var")
+    norm = nn.BatchNorm2d(mean.numel(), eps=float(given.get("eps", 1e-5)), affine=weight is not None).eval()
+    with torch.no_grad():
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
+        if weight is not None:
+            norm.weight.copy_(weight)
+            norm.bias.copy_(bias if bias is not None else torch.zeros_like(weight))
+    return norm.to(mean.dtype)
+
+
 def _operator_kind(node: torch.fx.Node, module: nn.Module | None) -> str | None:
     if node.op == "call_module":
         return next((k for t, k in MODULE_KINDS.items() if type(module) is t), None)
@@ -206,6 +246,8 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
                                           f"supported: {SUPPORTED}")
             if kind == "split":
                 split_sources[node.name] = derived[0]
+            if kind in ("batchnorm", "linear") and module is None:
+                module = _functional_module(kind, node, {op.name: op for op in nodes})
         kinds[node.name] = kind
         nodes.append(OpNode(node.name, target, kind, inputs, module, node, value))
     return graph_module, nodes

@@ -108,6 +108,26 @@ class _DetachedStdLayerNorm(nn.Module):
         return y + self.bias if self.bias is not None else y
 
 
+def _functional_as_module(node: Any, attribute: Any) -> nn.Module:
+    """An eval-mode F.batch_norm or F.linear call with parameter operands as its module."""
+    names = (("input", "weight", "bias") if node.target is nn.functional.linear else
+             ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"))
+    given = {**dict(zip(names, node.args)), **node.kwargs}
+    weight, bias = attribute(given["weight"]), attribute(given.get("bias"))
+    if node.target is nn.functional.linear:
+        module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None).to(weight.dtype)
+    else:
+        mean, var = attribute(given["running_mean"]), attribute(given["running_var"])
+        module = nn.BatchNorm2d(mean.numel(), eps=given.get("eps", 1e-5)).to(mean.dtype).eval()
+        module.running_mean.data.copy_(mean)
+        module.running_var.data.copy_(var)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if bias is not None:
+            module.bias.copy_(bias)
+    return module
+
+
 def zennit_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """``model`` rewritten so that Zennit's module rules see what chexplain's graph rules see, for
     comparing LRP on architectures Zennit has no canonizer for (``example``: an input, for shapes).
@@ -141,7 +161,10 @@ def zennit_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
         return arg.op == "call_module" and isinstance(modules[arg.target], nn.Sigmoid | nn.Hardsigmoid)
 
     def attribute(node: Any) -> torch.Tensor | None:
-        return None if node is None else traced.get_parameter(node.target)
+        if node is None:
+            return None
+        owner, _, name = node.target.rpartition(".")
+        return getattr(traced.get_submodule(owner) if owner else traced, name)  # a parameter or a buffer
 
     for index, node in enumerate(list(graph.nodes)):
         replacement = None
@@ -151,6 +174,10 @@ def zennit_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
                 traced.add_submodule(f"zennit_sum_{index}", layer.Sum(dim=-1))
                 stacked = graph.call_function(torch.stack, (list(node.args),), {"dim": -1})
                 replacement = graph.call_module(f"zennit_sum_{index}", (stacked,))
+            elif node.target in (nn.functional.batch_norm, nn.functional.linear):
+                # timm's BatchNormAct2d and Linear, inlined by the trace: modules again, for Zennit to hook
+                traced.add_submodule(f"zennit_module_{index}", _functional_as_module(node, attribute))
+                replacement = graph.call_module(f"zennit_module_{index}", (node.args[0],))
             elif node.target is nn.functional.adaptive_avg_pool2d:
                 traced.add_submodule(f"zennit_pool_{index}", nn.AdaptiveAvgPool2d(node.args[1]))
                 replacement = graph.call_module(f"zennit_pool_{index}", (node.args[0],))
@@ -167,7 +194,8 @@ def zennit_model(model: nn.Module, example: torch.Tensor) -> nn.Module:
             elif node.op == "call_method" and node.target == "mean" and tuple(node.args[1]) in ((2, 3), (-2, -1)):
                 traced.add_submodule(f"zennit_pool_{index}", nn.AdaptiveAvgPool2d(1))
                 pooled = graph.call_module(f"zennit_pool_{index}", (node.args[0],))
-                replacement = graph.call_function(torch.flatten, (pooled, 1))
+                keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+                replacement = pooled if keepdim else graph.call_function(torch.flatten, (pooled, 1))
         if node.target in (operator.mul, torch.mul) and (sum(map(derived, node.args)) == 1 or any(map(gate, node.args))):
             # signal + (product - signal).detach(): the product's value, and all relevance to the signal
             signal = next(a for a in node.args if derived(a) and not gate(a))

@@ -1,14 +1,19 @@
-"""The classification architectures chexplain builds, explains and exports, by torchvision name.
+"""The classification architectures chexplain builds, explains and exports, by torchvision name,
+or ``timm/<name>`` for a timm model.
 
 Each entry says where its classifier head and first convolution live (to give a checkpoint a
 head for the CheXpert classes or one input channel) and its Grad-CAM target layer: the last
 spatial feature map, the module pytorch-grad-cam's documentation names for the family.
 DenseNets are chexplain's own module-form DenseNet (models/densenet.py, torchvision's
-parameter names); the others are torchvision's models as they are.
+parameter names); the others are torchvision's models as they are. A timm model says the
+same of itself (its pretrained config's ``classifier`` and ``first_conv``, its last
+``feature_info`` stage); whether its modules trace is for the explainer to find (README
+"Models": which do).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -49,13 +54,31 @@ FAMILIES = (
            tuple(f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn"))),
 )
 ARCHITECTURES: dict[str, Family] = {name: family for family in FAMILIES for name in family.members}
+TIMM_PREFIX = "timm/"
+
+
+@functools.cache
+def _timm_family(architecture: str) -> Family:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"{architecture} needs timm: pip install timm") from None
+    name = architecture.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(name):
+        raise ValueError(f"unknown architecture {architecture!r}: timm has no model {name!r}")
+    model = timm.create_model(name, pretrained=False, num_classes=1)
+    config = model.pretrained_cfg
+    return Family("timm", config["classifier"], config["first_conv"], model.feature_info[-1]["module"], (architecture,))
 
 
 def family_of(architecture: str) -> Family:
+    if architecture.startswith(TIMM_PREFIX):
+        return _timm_family(architecture)
     try:
         return ARCHITECTURES[architecture]
     except KeyError:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}") from None
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)} "
+                         f"and {TIMM_PREFIX}<name> for timm's") from None
 
 
 def default_layer(architecture: str) -> str:
@@ -74,6 +97,11 @@ def build(architecture: str, num_classes: int, in_channels: int = 3) -> nn.Modul
     family = family_of(architecture)
     if family.name == "densenet":
         return build_densenet(architecture, num_classes=num_classes, in_channels=in_channels)
+    if family.name == "timm":
+        import timm
+
+        return timm.create_model(architecture.removeprefix(TIMM_PREFIX), pretrained=False, num_classes=num_classes,
+                                 in_chans=in_channels)
     import torchvision
 
     model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes)

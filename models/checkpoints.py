@@ -225,8 +225,11 @@ def load_checkpoint(
     state = _state_dict_of(raw, path)
     if isinstance(raw, Mapping) and raw.get("format") == CHECKPOINT_FORMAT:
         arch = raw["manifest"].get("architecture", arch)  # type: ignore[index]
-    if arch is not None and arch not in ARCHITECTURES:
-        raise CheckpointError(f"{path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if arch is not None:
+        try:
+            family_of(arch)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: {error}") from None
     wrapped = any(k.startswith(("module.", "densenet121.")) for k in state)
     state = canonical_keys(state, densenet=arch is None or family_of(arch).name == "densenet")
     kind = _detect_kind(raw, state, arch, wrapped) if kind == "auto" else kind

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..runtime.inputs.preprocess import preprocess
 from ..runtime.inputs.reader import read_radiograph
+from .architectures import build
 from .checkpoints import load_checkpoint, save_checkpoint
 from .chexpert_csv import LabelTable, read_labels
-from .densenet import build_densenet
 from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
 from .metrics import auroc, per_class, youden_threshold
 
@@ -56,6 +56,7 @@ class TrainConfig:
     init: Path | None = None
     name: str = "densenet121-trained"
     resume: bool = False
+    architecture: str = "densenet121"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -128,8 +129,8 @@ def _initial_model(config: TrainConfig) -> tuple[nn.Module, Manifest]:
         manifest.name, manifest.preprocessing = config.name, replace(manifest.preprocessing, size=size)
         return model, manifest
     torch.manual_seed(config.seed)
-    model = build_densenet("densenet121", num_classes=len(CHEXPERT_CLASSES))
-    return model, Manifest(name=config.name, preprocessing=Preprocessing(size=size))
+    model = build(config.architecture, num_classes=len(CHEXPERT_CLASSES))
+    return model, Manifest(name=config.name, architecture=config.architecture, preprocessing=Preprocessing(size=size))
 
 
 def _predict(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> tuple[np.ndarray, float]:

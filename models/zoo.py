@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..grammar import DEFAULT_MODEL
-from .architectures import ARCHITECTURES, build
+from .architectures import ARCHITECTURES, TIMM_PREFIX, build
 from .checkpoints import load_checkpoint
 from .manifest import CHEXPERT_CLASSES, Manifest, Weights
 
@@ -51,7 +51,7 @@ def load_model(spec: str = DEFAULT_MODEL, **checkpoint_options) -> tuple[nn.Modu
         if bundled is None:
             return seeded_model()
         return load_checkpoint(bundled, kind="chexplain", name=spec)
-    if spec in ARCHITECTURES:
+    if spec in ARCHITECTURES or spec.startswith(TIMM_PREFIX):
         return seeded_model(name=checkpoint_options.get("name") or spec, architecture=spec)
     path = Path(spec)
     if path.suffix in {".pt", ".pth", ".tar", ".ckpt", ".bin"} or path.exists():

@@ -31,12 +31,15 @@ from . import console, options
 @click.option("--init", "init_checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Fine-tune from this checkpoint instead of a fresh seeded DenseNet121.")
 @click.option("--name", default="densenet121-trained", show_default=True, help="Model name in the manifest.")
+@click.option("--arch", "architecture", default="densenet121", show_default=True, metavar="NAME",
+              help="Architecture to train from scratch, by torchvision name (resnet50, efficientnet_b0, "
+                   "mobilenet_v3_large, convnext_tiny, ...); --init takes the checkpoint's own.")
 @options.out(None, "Writes last.pt (after every epoch, for --resume) and model.pt (the trained model).", required=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt.")
 @options.verbosity
 def train(data_root, train_csv, valid_csv, uncertainty, image_size, epochs, batch_size, lr, weight_decay, workers, seed,
-          all_views, no_augment, init_checkpoint, name, out_dir, resume) -> None:
-    """Train DenseNet121 on CheXpert-format data; runs under torchrun for several GPUs."""
+          all_views, no_augment, init_checkpoint, name, architecture, out_dir, resume) -> None:
+    """Train a classifier (DenseNet121 by default) on CheXpert-format data; runs under torchrun for several GPUs."""
     try:
         from ..models.training import TrainConfig, eta_text
         from ..models.training import train as run_training
@@ -51,7 +54,13 @@ def train(data_root, train_csv, valid_csv, uncertainty, image_size, epochs, batc
     config = TrainConfig(data=data_root, train_csv=train_csv, valid_csv=valid_csv, out=out_dir, uncertainty=uncertainty,
                          image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          workers=workers, seed=seed, frontal_only=not all_views, augment=not no_augment,
-                         init=init_checkpoint, name=name, resume=resume)
+                         init=init_checkpoint, name=name, resume=resume, architecture=architecture)
+    from ..models.architectures import family_of
+
+    try:
+        family_of(architecture)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
     def show(step: int, steps: int, loss: float, eta: float) -> None:
         if step in (1, steps) or step % max(steps // 20, 1) == 0:  # about every 5%

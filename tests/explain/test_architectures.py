@@ -169,3 +169,70 @@ def test_an_operator_outside_the_rules_names_its_node():
 
     with pytest.raises(UnsupportedOperator, match="cumsum at node 'cumsum'"):
         Explainer(Cumulative(), [GradCAM("conv")])
+
+
+class _EveryOperator(nn.Module):
+    """The operators no torchvision classifier above reaches: GELU's tanh form, tanh, adaptive max
+    pooling to a grid, a mean with keepdim, split into uneven sections, integer and slice indexing,
+    transpose, unsqueeze/squeeze and a Python-number product."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.pool = nn.AdaptiveMaxPool2d(4)
+        self.head = nn.Linear(12, 14)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pool(self.gelu(self.conv(x)))  # [B, 6, 4, 4]
+        a, b = torch.split(y, [2, 4], dim=1)
+        a = torch.tanh(a) * 0.5
+        rows = b[:, 1:3].transpose(2, 3)[..., 1, :]  # [B, 2, 4]
+        columns = a.mean(dim=3, keepdim=True).squeeze(3).unsqueeze(1)[:, 0]  # [B, 2, 4]
+        token = b[:, 0]  # [B, 4, 4]
+        features = torch.cat([rows, columns, token[:, :1, :]], dim=1).mean(2)  # [B, 5]
+        return self.head(torch.cat([features, y.mean((2, 3))[:, :4], features[:, :3]], dim=1))
+
+
+def test_every_other_operator_rule_equals_autograd():
+    torch.manual_seed(0)
+    model = _EveryOperator().double().eval()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
+    explainer = Explainer(model, []).double()
+    with torch.no_grad():
+        ours = explainer.class_gradients(x, targets, ["conv", "pool"])
+        ours_input = explainer.class_gradients(x, targets)["input"]
+    reference = _autograd(model, x, targets, ["conv", "pool"])
+    for name, mine, theirs in zip(["input", "conv", "pool"], [ours_input, *ours.values()], reference):
+        assert theirs.abs().max() > 0
+        assert (mine - theirs).abs().max() <= 1e-10 * theirs.abs().max(), name
+
+
+TIMM = ["timm/efficientnet_b0", "timm/mobilenetv3_small_100"]
+
+
+@pytest.mark.parametrize("architecture", TIMM)
+def test_timm_models_that_trace_are_explained_exactly(architecture: str, radiograph):
+    """timm's BatchNormAct2d and Linear run functional batch_norm and linear: the rules see them as
+    modules; gradients equal autograd, Grad-CAM pytorch-grad-cam, LRP Zennit (Pass on the BatchNorms:
+    Zennit hooks BatchNormAct2d whole, activation included, which equals Pass then Pass)."""
+    pytest.importorskip("timm")
+    model = _model(architecture)
+    layer = default_layer(architecture)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
+    with torch.no_grad():
+        ours = Explainer(model, []).double().class_gradients(x, targets, [layer])
+    reference = _autograd(model, x, targets, [layer])
+    assert (ours[layer] - reference[1]).abs().max() <= 1e-5 * reference[1].abs().max()
+    with torch.no_grad():
+        lrp = Explainer(model, [LRP("alpha2beta1")]).double()(x[:1], TARGETS)["lrp"]
+    theirs = zennit_lrp(zennit_model(model, x[:1]), zennit_composite("alpha2beta1", dtype=torch.float64), x[:1],
+                        TARGETS[0].tolist())
+    assert float((lrp - theirs).norm() / theirs.norm()) <= 1e-4
+    model32 = _model(architecture, torch.float32, 224)
+    with torch.no_grad():
+        raw = Explainer(model32, [GradCAM(layer)])(radiograph, TARGETS)["gradcam"][0].numpy()
+    cams = pytorch_grad_cam(model32, model32.get_submodule(layer), "gradcam", radiograph, TARGETS[0].tolist())[0]
+    np.testing.assert_allclose(_normalised_as_pytorch_grad_cam(raw, 224), cams, atol=1e-4)

@@ -216,3 +216,17 @@ def test_an_architecture_by_name_is_seeded_and_says_so():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), again(x), rtol=0, atol=0)
+
+
+def test_a_timm_checkpoint_loads_by_timm_name(tmp_path: Path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    source = _randomise_batchnorm(timm.create_model("efficientnet_b0", pretrained=False, num_classes=14))
+    torch.save(source.state_dict(), tmp_path / "timm.pth")
+    model, manifest = load_checkpoint(tmp_path / "timm.pth", arch="timm/efficientnet_b0")
+    assert manifest.architecture == "timm/efficientnet_b0" and manifest.classes == CHEXPERT_CLASSES
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(CheckpointError, match="timm has no model 'efficientnet_b99'"):
+        load_checkpoint(tmp_path / "timm.pth", arch="timm/efficientnet_b99")
