@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
+from .attention import AttentionRelevance, check_attention
 from .graph import OpNode
 from .lrp import (
     DEFAULT_STABILIZER,
@@ -74,6 +75,9 @@ class Composite:
             return GatedProduct.of(op, nodes)
         if op.kind == "layernorm":
             return LayerNormEpsilon(layer_norm_rule(op), self.stabilizer)
+        if op.kind == "attention":
+            check_attention(op.module, op.fx_node.kwargs)
+            return AttentionRelevance(op.module, self.linear, self.stabilizer)
         return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
 
 

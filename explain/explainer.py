@@ -10,6 +10,7 @@ out["probabilities"], out["logits"], out["gradcam"] [B, K, h, w], out["lrp"] [B,
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,19 @@ class LRP:
             return self.composite
         bounds = None if self.bounds is None else tuple(torch.tensor(b) for b in self.bounds)
         return make_composite(self.composite, self.epsilon, self.stabilizer, self.gamma, bounds)
+
+
+def token_grid(activations: torch.Tensor, gradients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transformer layer's tokens [B, N, C] (gradients [B, K, N, C]) as a feature map [B, C, s, s]
+    ([B, K, C, s, s]): the leading tokens beyond the largest square (a class token, a distillation
+    token) dropped, the rest laid on their patch grid, as pytorch-grad-cam's reshape_transform
+    does; feature maps pass unchanged."""
+    if activations.dim() != 3:
+        return activations, gradients
+    side = math.isqrt(activations.shape[1])
+    prefix = activations.shape[1] - side * side
+    return (activations[:, prefix:].transpose(1, 2).unflatten(2, (side, side)),
+            gradients[:, :, prefix:].transpose(2, 3).unflatten(3, (side, side)))
 
 
 def _sanitise(name: str) -> str:
@@ -226,11 +240,12 @@ class Explainer(nn.Module):
             for method in self.methods:
                 if isinstance(method, GradCAM):
                     op = self.cam_layers[method.layer]
-                    out[self.output_keys[method.key]] = cam(method.variant, self.activation_at(op, env), gradients[op.name])
+                    out[self.output_keys[method.key]] = cam(method.variant,
+                                                            *token_grid(self.activation_at(op, env), gradients[op.name]))
             if self.exposed_layer is not None:
                 op = self.cam_layers[self.exposed_layer]
-                out["target_activations"] = self.activation_at(op, env)
-                out["target_gradients"] = gradients[op.name]
+                out["target_activations"], out["target_gradients"] = token_grid(self.activation_at(op, env),
+                                                                                gradients[op.name])
         for method in self.methods:
             if isinstance(method, LRP):
                 seed = onehot * logits.unsqueeze(1)

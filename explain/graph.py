@@ -45,6 +45,7 @@ MODULE_KINDS: dict[type[nn.Module], str] = {
     nn.Flatten: "reshape",
     nn.Dropout: "identity",
     nn.Identity: "identity",
+    nn.MultiheadAttention: "attention",  # kept whole by the trace; its rules recompute q, k, v (explain/attention.py)
 }
 FUNCTION_KINDS: dict[Any, str] = {
     torch.cat: "cat",
@@ -104,7 +105,7 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU, ReLU6, SiLU, GELU, Hardswish, "
              "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
              "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split and getitem, Dropout, "
-             "StochasticDepth, Identity")
+             "StochasticDepth, Identity, MultiheadAttention (batch first, no masks)")
 
 
 class UnsupportedOperator(Exception):
@@ -234,6 +235,11 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
             kind = "shape"  # x.shape and the like
         elif node.op == "call_function" and node.target is operator.getitem and kinds[node.args[0].name] == "split":
             kind, inputs = "part", [split_sources[node.args[0].name]]
+        elif node.op == "call_function" and node.target is operator.getitem and kinds[node.args[0].name] == "attention":
+            if node.args[1] != 0:  # the attention weights (None when not asked for) carry no relevance
+                kind = "shape"
+            else:
+                kind, inputs = "identity", [node.args[0].name]
         elif not derived:
             kind = "constant" if tensors else "shape"  # made from parameters alone, or integer arithmetic
         elif node.op == "call_function" and node.target is operator.getitem:

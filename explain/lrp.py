@@ -66,6 +66,15 @@ class LayerRule:
     def build(self, op: OpNode, nonnegative_input: bool = False) -> LayerRelevance:
         return LayerRelevance(self, op.module, nonnegative_input)
 
+    def build_linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> LayerRelevance:
+        """The rule on a dense map given by its parameters (an attention module's projections)."""
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None).to(weight.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            if bias is not None:
+                layer.bias.copy_(bias)
+        return LayerRelevance(self, layer)
+
 
 def _pos(p: torch.Tensor) -> torch.Tensor:
     return p.clamp(min=0)

@@ -370,7 +370,7 @@ class IndexGradient(Rule):
         entries += [slice(None)] * (len(shape) - len(entries))
         if entries[0] != slice(None):
             raise ValueError("indexing that selects along the batch axis is not supported")
-        for axis, entry in enumerate(entries):  # in order: an integer's axis is restored before the next one
+        for axis, entry in enumerate(entries[1:], 1):  # in order: an integer's axis is restored before the next
             if isinstance(entry, int):
                 grad = grad.unsqueeze(axis + 1)
                 start = entry % shape[axis]
@@ -514,6 +514,11 @@ def gradient_rule(op: OpNode, nodes: dict[str, OpNode]) -> Rule:
         return split_rule(op, nodes[op.fx_node.args[0].name])
     if kind == "index":
         return IndexGradient(op.fx_node.args[1])
+    if kind == "attention":
+        from .attention import AttentionGradient, check_attention
+
+        check_attention(op.module, op.fx_node.kwargs)
+        return AttentionGradient(op.module)
     if kind == "identity":
         return Pass()
     raise ValueError(f"no gradient rule for {kind} at node {op.name!r}")

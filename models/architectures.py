@@ -52,6 +52,10 @@ FAMILIES = (
     Family("squeezenet", "classifier.1", "features.0", "features", ("squeezenet1_0", "squeezenet1_1")),
     Family("vgg", "classifier.6", "features.0", "features",
            tuple(f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn"))),
+    # Vision transformers: Grad-CAM at the last block's first LayerNorm, the last place where every
+    # patch token still matters for the class token (pytorch-grad-cam's choice), on the patch grid.
+    *(Family("vit", "heads.head", "conv_proj", f"encoder.layers.encoder_layer_{depth - 1}.ln_1", members)
+      for depth, members in ((12, ("vit_b_16", "vit_b_32")), (24, ("vit_l_16", "vit_l_32")), (32, ("vit_h_14",)))),
 )
 ARCHITECTURES: dict[str, Family] = {name: family for family in FAMILIES for name in family.members}
 TIMM_PREFIX = "timm/"

@@ -16,6 +16,8 @@ TENSORRT10_ALLOWED = {
     "Split", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze", "Where",
     # the activations and normalisations of EfficientNet, MobileNet, RegNet and ConvNeXt
     "Erf", "Exp", "HardSigmoid", "HardSwish", "LayerNormalization", "LessOrEqual", "Pow", "Sqrt", "Tanh",
+    # and of vision transformers' attention
+    "Softmax",
 }
 FORBIDDEN = {"MaxUnpool", "Col2Im", "ScatterND", "ScatterElements"}
 
