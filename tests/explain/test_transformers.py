@@ -14,7 +14,6 @@ import torchvision
 from torch import nn
 
 from chexplain.explain import LRP, Explainer, GradCAM
-from chexplain.explain.references import pytorch_grad_cam
 from chexplain.export.explained import ExplainedGraph
 from chexplain.export.onnx_export import export_onnx
 from chexplain.export.parity import check_parity
@@ -103,9 +102,9 @@ def _detached_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         attention, heads = layer.self_attention, layer.self_attention.num_heads
         z = norm(layer.ln_1, y)
         q, k, v = (z @ w.T + b for w, b in zip(attention.in_proj_weight.chunk(3), attention.in_proj_bias.chunk(3)))
-        split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # noqa: E731
-        weights = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (q.shape[-1] // heads) ** 0.5, -1).detach()
-        y = y + attention.out_proj((weights @ split(v)).transpose(1, 2).flatten(2))
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1).detach()
+        y = y + attention.out_proj((weights @ v).transpose(1, 2).flatten(2))
         z = layer.mlp[0](norm(layer.ln_2, y))
         z = layer.mlp[3](z * (nn.functional.gelu(z) / z).detach())
         y = y + z
