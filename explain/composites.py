@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
-from .attention import AttentionRelevance, check_attention
+from .attention import AttentionRelevance, WindowAttention, check_attention
 from .graph import OpNode
 from .lrp import (
     DEFAULT_STABILIZER,
@@ -78,6 +78,8 @@ class Composite:
         if op.kind == "attention":
             check_attention(op.module, op.fx_node.kwargs)
             return AttentionRelevance(op.module, self.linear, self.stabilizer)
+        if op.kind == "window_attention":
+            return WindowAttention(op, nodes, self.linear, self.stabilizer)
         return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
 
 

@@ -151,10 +151,14 @@ class Explainer(nn.Module):
         return {m.key: (f if families.count(f) == 1 else m.key) for m, f in zip(self.methods, families)}
 
     def _resolve_layer(self, layer: str) -> OpNode:
-        matches = [op for op in self.nodes if op.target == layer] or [op for op in self.nodes if op.name == layer]
-        inside = [op for op in self.nodes if layer in op.scopes and op.kind != "shape"]
+        """A module path (a layer; a container: its last operation), else a traced node's name."""
+        matches = [op for op in self.nodes if op.fx_node is not None and op.fx_node.op == "call_module"
+                   and op.target == layer]
+        inside = [op for op in self.nodes if layer in op.scopes and op.kind not in STRUCTURAL_KINDS]
         if not matches and inside:  # a container (a dense block, a ResNet stage): its last operation
             matches = inside[-1:]
+        if not matches:
+            matches = [op for op in self.nodes if op.name == layer]
         if len(matches) != 1:
             known = [op.target for op in self.nodes if op.module is not None]
             raise ValueError(

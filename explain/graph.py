@@ -105,7 +105,8 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU, ReLU6, SiLU, GELU, Hardswish, "
              "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
              "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split and getitem, Dropout, "
-             "StochasticDepth, Identity, MultiheadAttention (batch first, no masks)")
+             "StochasticDepth, Identity, MultiheadAttention (batch first, no masks), Swin's shifted-window "
+             "attention and patch merging")
 
 
 class UnsupportedOperator(Exception):
@@ -141,9 +142,13 @@ def _function_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def _is_stochastic_depth(target: Any) -> bool:
-    """torchvision.ops.stochastic_depth, which torchvision keeps whole in traces (torch.fx.wrap)."""
-    return _function_name(target) == "stochastic_depth" and getattr(target, "__module__", "").startswith("torchvision")
+def _torchvision_function(target: Any, name: str) -> bool:
+    """One of the functions torchvision keeps whole in traces (torch.fx.wrap)."""
+    return _function_name(target) == name and getattr(target, "__module__", "").startswith("torchvision")
+
+
+# torchvision's traced-whole functions with rules of their own (Swin: explain/attention.py, rules.py)
+TORCHVISION_FUNCTION_KINDS = {"shifted_window_attention": "window_attention", "_patch_merging_pad": "patch_merge"}
 
 
 def _argument_nodes(node: torch.fx.Node) -> list[torch.fx.Node]:
@@ -198,10 +203,13 @@ def _operator_kind(node: torch.fx.Node, module: nn.Module | None) -> str | None:
     if node.op == "call_module":
         return next((k for t, k in MODULE_KINDS.items() if type(module) is t), None)
     if node.op == "call_function":
-        if _is_stochastic_depth(node.target):
+        if _torchvision_function(node.target, "stochastic_depth"):
             if node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True):
                 return None  # drops whole rows at random: training only
             return "identity"
+        for name, kind in TORCHVISION_FUNCTION_KINDS.items():
+            if _torchvision_function(node.target, name):
+                return kind
         return FUNCTION_KINDS.get(node.target)
     if node.op == "call_method":
         return METHOD_KINDS.get(node.target)
@@ -280,6 +288,10 @@ def run_forward(nodes: list[OpNode], image: torch.Tensor) -> dict[str, Any]:
             env[op.name] = args[0]
         elif op.kind == "gelu":
             env[op.name] = gelu(args[0], getattr(op.module, "approximate", None) or kwargs.get("approximate", "none"))
+        elif op.kind == "window_attention":
+            from .attention import window_attention
+
+            env[op.name] = window_attention(*args, **kwargs)
         elif node.op == "call_module":
             if getattr(op.module, "inplace", False) and op.kind in ACTIVATION_FUNCTIONS:
                 env[op.name] = ACTIVATION_FUNCTIONS[op.kind](args[0])

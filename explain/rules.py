@@ -428,6 +428,20 @@ class LayerNormGradient(Rule):
         return [dx] + [None] * (len(inputs) - 1)
 
 
+class PatchMergeGradient(Rule):
+    """Swin's patch merging (torchvision's ``_patch_merging_pad``): a map [B, H, W, C] padded to even
+    sides, its four interleaved quarters concatenated on the channels. The gradient puts each
+    quarter's part back in its place and cuts the padding away."""
+
+    def backward(self, grad, inputs, output):
+        x = inputs[0]
+        g0, g1, g2, g3 = grad.chunk(4, dim=-1)  # rows even/odd x columns even/odd: (0,0) (1,0) (0,1) (1,1)
+        even_rows = torch.stack([g0, g2], dim=-2).flatten(-3, -2)  # columns interleaved
+        odd_rows = torch.stack([g1, g3], dim=-2).flatten(-3, -2)
+        full = torch.stack([even_rows, odd_rows], dim=-3).flatten(-4, -3)  # rows interleaved
+        return [full[..., :x.shape[1], :x.shape[2], :]]
+
+
 def _cat_dim(op: OpNode) -> int:
     return int(op.argument(1, "dim", 0))
 
@@ -519,6 +533,12 @@ def gradient_rule(op: OpNode, nodes: dict[str, OpNode]) -> Rule:
 
         check_attention(op.module, op.fx_node.kwargs)
         return AttentionGradient(op.module)
+    if kind == "window_attention":
+        from .attention import WindowAttention
+
+        return WindowAttention(op, nodes)
+    if kind == "patch_merge":
+        return PatchMergeGradient()
     if kind == "identity":
         return Pass()
     raise ValueError(f"no gradient rule for {kind} at node {op.name!r}")

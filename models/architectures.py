@@ -56,6 +56,8 @@ FAMILIES = (
     # patch token still matters for the class token (pytorch-grad-cam's choice), on the patch grid.
     *(Family("vit", "heads.head", "conv_proj", f"encoder.layers.encoder_layer_{depth - 1}.ln_1", members)
       for depth, members in ((12, ("vit_b_16", "vit_b_32")), (24, ("vit_l_16", "vit_l_32")), (32, ("vit_h_14",)))),
+    # Swin: the last stage's normalised tokens, laid out channels first by the model's own permute
+    Family("swin", "head", "features.0.0", "permute", ("swin_t", "swin_s", "swin_b")),
 )
 ARCHITECTURES: dict[str, Family] = {name: family for family in FAMILIES for name in family.members}
 TIMM_PREFIX = "timm/"

@@ -125,19 +125,144 @@ def test_lrp_equals_gradient_times_input_with_attention_and_normalisation_held()
     assert float((ours - reference).norm() / reference.norm()) <= 1e-4
 
 
-@pytest.fixture(scope="module")
-def vit_graph(tmp_path_factory) -> tuple[dict, onnx.ModelProto]:
-    model = _vit(64, torch.float32)
-    manifest = Manifest(name="vit-small", architecture="vit_b_16", preprocessing=Preprocessing(size=(64, 64)))
-    selection = parse_classes("topk:2", CHEXPERT_CLASSES)
-    module = ExplainedGraph(Explainer(model, [GradCAM(LAST), LRP("epsilon-plus-flat-bn")]), selection)
-    path = tmp_path_factory.mktemp("vit") / "model.onnx"
+@pytest.fixture(scope="module", params=["vit", "swin"])
+def transformer_graph(request, tmp_path_factory) -> tuple[dict, onnx.ModelProto]:
+    """The small ViT (64 x 64) or Swin (36 x 36) exported with Grad-CAM and the default LRP, top 2."""
+    model, size, layer = (_vit(64, torch.float32), 64, LAST) if request.param == "vit" else (
+        _swin(torch.float32), 36, "permute")
+    manifest = Manifest(name=request.param, architecture="vit_b_16" if request.param == "vit" else "swin_t",
+                        preprocessing=Preprocessing(size=(size, size)))
+    module = ExplainedGraph(Explainer(model, [GradCAM(layer), LRP("epsilon-plus-flat-bn")]),
+                            parse_classes("topk:2", CHEXPERT_CLASSES))
+    path = tmp_path_factory.mktemp(request.param) / "model.onnx"
     export_onnx(module, manifest, path)
     return check_parity(module, path, manifest, [IMAGES / "00022178_000.png", SIIM]), onnx.load(str(path))
 
 
-def test_the_exported_transformer_equals_pytorch_and_tensorrt_parses_it(vit_graph):
-    parity, graph = vit_graph
-    assert parity["passed"], parity["outputs"]
+def test_the_exported_transformer_equals_pytorch_and_tensorrt_parses_it(transformer_graph):
+    parity, graph = transformer_graph
+    assert parity["passed"], {name: parity["outputs"][name] for name in parity["failed"]}
     assert parity["outputs"]["lrp"]["scale"] > 0 and parity["outputs"]["gradcam"]["scale"] > 0
     check_tensorrt_parsable(graph)
+
+
+SWIN_LAYERS = ["features.1.1", "features.2", "features.3.1.norm1", "permute"]
+
+
+def _swin(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Two stages of two blocks, 4x4 windows, on 36 x 36 inputs: the 9 x 9 tokens are padded to
+    whole windows, every second block shifts them (the mask matters), patch merging pads an odd side."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+                            num_classes=14)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.to(dtype).eval()
+
+
+def test_swin_gradients_through_shifted_windows_equal_autograd():
+    model = _swin()
+    x = torch.randn(2, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
+    explainer = Explainer(model, []).double()
+    with torch.no_grad():
+        ours = explainer.class_gradients(x, targets, SWIN_LAYERS)
+        ours_input = explainer.class_gradients(x, targets)["input"]
+    stored: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: stored.__setitem__(n, o))
+             for n in SWIN_LAYERS]
+    xr = x.clone().requires_grad_()
+    logits = model(xr)
+    for hook in hooks:
+        hook.remove()
+    for k in range(3):
+        chosen = logits.gather(1, targets[:, k:k + 1]).sum()
+        grads = torch.autograd.grad(chosen, [xr, *(stored[n] for n in SWIN_LAYERS)], retain_graph=True)
+        for name, mine, theirs in zip(["input", *SWIN_LAYERS], [ours_input, *ours.values()], grads):
+            assert (mine[:, k] - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (name, k)
+
+
+def _detached_window_attention(input, qkv_weight, proj_weight, relative_position_bias, window_size, num_heads,
+                               shift_size, attention_dropout=0.0, dropout=0.0, qkv_bias=None, proj_bias=None,
+                               logit_scale=None, training=True):
+    """Shifted-window attention written out again with its attention weights detached: windows by
+    unfold-free indexing of rolled, padded maps, one window at a time."""
+    batch, height, width, channels = input.shape
+    wh, ww = window_size
+    padded = nn.functional.pad(input, (0, 0, 0, (ww - width % ww) % ww, 0, (wh - height % wh) % wh))
+    ph, pw = padded.shape[1:3]
+    shift = [0 if wh >= ph else shift_size[0], 0 if ww >= pw else shift_size[1]]
+    rolled = torch.roll(padded, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    region = torch.zeros(ph, pw)
+    if sum(shift):
+        for i, rows in enumerate((slice(0, ph - wh), slice(ph - wh, ph - shift[0]), slice(ph - shift[0], ph))):
+            for j, columns in enumerate((slice(0, pw - ww), slice(pw - ww, pw - shift[1]), slice(pw - shift[1], pw))):
+                region[rows, columns] = 3 * i + j
+    out = torch.zeros_like(rolled)
+    head_dim = channels // num_heads
+    for top in range(0, ph, wh):
+        for left in range(0, pw, ww):
+            tokens = rolled[:, top:top + wh, left:left + ww].reshape(batch, wh * ww, channels)
+            labels = region[top:top + wh, left:left + ww].reshape(-1)
+            mask = torch.where(labels[None, :] != labels[:, None], -100.0, 0.0).to(input.dtype)
+            q, k, v = (tokens @ w.T + b for w, b in zip(qkv_weight.chunk(3), qkv_bias.chunk(3)))
+            q, k, v = (t.unflatten(-1, (num_heads, head_dim)).transpose(1, 2) for t in (q, k, v))
+            scores = q @ k.transpose(-2, -1) / head_dim ** 0.5 + relative_position_bias + mask
+            mixed = (torch.softmax(scores, -1).detach() @ v).transpose(1, 2).reshape(batch, wh * ww, channels)
+            out[:, top:top + wh, left:left + ww] = (mixed @ proj_weight.T + proj_bias).reshape(batch, wh, ww, channels)
+    return torch.roll(out, shifts=tuple(shift), dims=(1, 2))[:, :height, :width]
+
+
+class _GateDetachedGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (nn.functional.gelu(x) / x).detach()
+
+
+def test_swin_lrp_equals_gradient_times_input_with_attention_and_normalisation_held(monkeypatch):
+    import copy
+
+    import torchvision.models.swin_transformer as swin
+
+    from chexplain.explain.references import _DetachedStdLayerNorm
+
+    model = _swin()
+    reference_model = copy.deepcopy(model)
+    for name, module in list(reference_model.named_modules()):
+        owner, _, attribute = name.rpartition(".")
+        parent = reference_model.get_submodule(owner) if owner else reference_model
+        if isinstance(module, nn.LayerNorm):
+            setattr(parent, attribute, _DetachedStdLayerNorm(len(module.normalized_shape), module.eps, module.weight,
+                                                             module.bias))
+        elif isinstance(module, nn.GELU):
+            setattr(parent, attribute, _GateDetachedGELU())
+    x = torch.randn(1, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = Explainer(model, [LRP("z", stabilizer=1e-9)]).double()(x, TARGETS)["lrp"]
+        expected_logits = model(x)
+    monkeypatch.setattr(swin, "shifted_window_attention", _detached_window_attention)
+    xr = x.clone().requires_grad_()
+    logits = reference_model(xr)
+    torch.testing.assert_close(logits.detach(), expected_logits)  # the same model, written out again
+    reference = torch.stack([(xr * torch.autograd.grad(logits[0, c], xr, retain_graph=True)[0]).sum(1)
+                             for c in TARGETS[0].tolist()], 1)
+    assert float((ours - reference).norm() / reference.norm()) <= 1e-4
+
+
+def test_swin_cams_equal_pytorch_grad_cam_with_its_reshape_transform():
+    from pytorch_grad_cam import GradCAM as TheirGradCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = _swin(torch.float32)
+    x = torch.from_numpy(preprocess(read_radiograph(IMAGES / "00013125_000.png").pixels,
+                                    Preprocessing(size=(36, 36)))[0][None])
+    with TheirGradCAM(model=model, target_layers=[model.norm],
+                      reshape_transform=lambda tensor: tensor.permute(0, 3, 1, 2)) as cam:
+        theirs = np.stack([cam(input_tensor=x, targets=[ClassifierOutputTarget(c)])[0] for c in TARGETS[0].tolist()])
+    with torch.no_grad():
+        raw = Explainer(model, [GradCAM("permute")])(x, TARGETS)["gradcam"][0].numpy()
+    assert raw.shape == (3, 5, 5) and raw.max() > 0
+    np.testing.assert_allclose(scale_cam_image(scale_cam_image(raw, (36, 36))), theirs, atol=1e-4)
