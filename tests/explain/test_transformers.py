@@ -39,27 +39,30 @@ def _vit(image_size: int, dtype: torch.dtype = torch.float64) -> nn.Module:
     return model.to(dtype).eval()
 
 
-def test_gradients_through_attention_equal_autograd():
-    model = _vit(64)
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+def _assert_gradients_equal_autograd(model: nn.Module, x: torch.Tensor, layers: list[str]) -> None:
+    """The explainer's class gradients at the input and at ``layers`` against torch.autograd's."""
     targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
-    layers = [LAST, "encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_0.self_attention"]
+    explainer = Explainer(model, []).double()
     with torch.no_grad():
-        explainer = Explainer(model, []).double()
-        ours = explainer.class_gradients(x, targets, layers[:2])
+        ours = explainer.class_gradients(x, targets, layers)
         ours_input = explainer.class_gradients(x, targets)["input"]
     stored: dict[str, torch.Tensor] = {}
     hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: stored.__setitem__(n, o))
-             for n in layers[:2]]
+             for n in layers]
     xr = x.clone().requires_grad_()
     logits = model(xr)
     for hook in hooks:
         hook.remove()
-    for k in range(3):
+    for k in range(targets.shape[1]):
         chosen = logits.gather(1, targets[:, k:k + 1]).sum()
-        grads = torch.autograd.grad(chosen, [xr, *(stored[n] for n in layers[:2])], retain_graph=True)
-        for name, mine, theirs in zip(["input", *layers[:2]], [ours_input, *ours.values()], grads):
+        grads = torch.autograd.grad(chosen, [xr, *(stored[n] for n in layers)], retain_graph=True)
+        for name, mine, theirs in zip(["input", *layers], [ours_input, *ours.values()], grads):
             assert (mine[:, k] - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (name, k)
+
+
+def test_gradients_through_attention_equal_autograd():
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _assert_gradients_equal_autograd(_vit(64), x, [LAST, "encoder.layers.encoder_layer_0"])
 
 
 def _reshape_transform(tensor: torch.Tensor, side: int = 14) -> torch.Tensor:
@@ -164,25 +167,8 @@ def _swin(dtype: torch.dtype = torch.float64) -> nn.Module:
 
 
 def test_swin_gradients_through_shifted_windows_equal_autograd():
-    model = _swin()
     x = torch.randn(2, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
-    explainer = Explainer(model, []).double()
-    with torch.no_grad():
-        ours = explainer.class_gradients(x, targets, SWIN_LAYERS)
-        ours_input = explainer.class_gradients(x, targets)["input"]
-    stored: dict[str, torch.Tensor] = {}
-    hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: stored.__setitem__(n, o))
-             for n in SWIN_LAYERS]
-    xr = x.clone().requires_grad_()
-    logits = model(xr)
-    for hook in hooks:
-        hook.remove()
-    for k in range(3):
-        chosen = logits.gather(1, targets[:, k:k + 1]).sum()
-        grads = torch.autograd.grad(chosen, [xr, *(stored[n] for n in SWIN_LAYERS)], retain_graph=True)
-        for name, mine, theirs in zip(["input", *SWIN_LAYERS], [ours_input, *ours.values()], grads):
-            assert (mine[:, k] - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (name, k)
+    _assert_gradients_equal_autograd(_swin(), x, SWIN_LAYERS)
 
 
 def _detached_window_attention(input, qkv_weight, proj_weight, relative_position_bias, window_size, num_heads,
