@@ -8,6 +8,7 @@ import them here, and a missing one is a clear error naming the package to insta
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,11 +30,21 @@ def _cam_class(variant: str) -> Any:
     return classes[variant]
 
 
+def patch_grid(tensor: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``reshape_transform`` for a transformer's tokens [B, N, C]: the leading
+    tokens beyond the largest square dropped, the rest on their grid [B, C, s, s]; a feature map
+    passes unchanged."""
+    if tensor.dim() != 3:
+        return tensor
+    side = math.isqrt(tensor.shape[1])
+    return tensor[:, tensor.shape[1] - side * side:].reshape(tensor.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+
 def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
                      classes: Sequence[int]) -> np.ndarray:
     """pytorch-grad-cam's maps [B, K, H, W] for each class, one call per class (min-max scaled as it returns them)."""
     targets = require("pytorch_grad_cam.utils.model_targets")
-    with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
+    with _cam_class(variant)(model=model, target_layers=[layer], reshape_transform=patch_grid) as cam:
         return np.stack([cam(input_tensor=x, targets=[targets.ClassifierOutputTarget(c)]) for c in classes], 1)
 
 
@@ -41,7 +52,7 @@ def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x
                              classes: Sequence[int]) -> np.ndarray:
     """K classes of one image in one call: the image repeated K times, one target each."""
     targets = require("pytorch_grad_cam.utils.model_targets")
-    with _cam_class(variant)(model=model, target_layers=[layer]) as cam:
+    with _cam_class(variant)(model=model, target_layers=[layer], reshape_transform=patch_grid) as cam:
         return cam(input_tensor=x.expand(len(classes), -1, -1, -1),
                    targets=[targets.ClassifierOutputTarget(c) for c in classes])
 

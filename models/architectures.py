@@ -60,6 +60,7 @@ FAMILIES = (
     Family("swin", "head", "features.0.0", "permute", ("swin_t", "swin_s", "swin_b")),
 )
 ARCHITECTURES: dict[str, Family] = {name: family for family in FAMILIES for name in family.members}
+TRANSFORMER_FAMILIES = ("vit", "swin")
 TIMM_PREFIX = "timm/"
 
 
