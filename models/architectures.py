@@ -126,5 +126,14 @@ def head_parameters(architecture: str) -> tuple[str, str]:
     return f"{head}.weight", f"{head}.bias"
 
 
+def draw_zeroed_head(model: nn.Module, architecture: str) -> None:
+    """torchvision zero-initialises ViT's head (training learns from there); untrained, every logit
+    would be 0 and every map empty, so such a head is drawn as timm draws heads (std 0.02)."""
+    weight = model.get_parameter(head_parameters(architecture)[0])
+    if not weight.any():
+        with torch.no_grad():
+            nn.init.trunc_normal_(weight, std=0.02)
+
+
 def in_channels_of(architecture: str, state: dict[str, torch.Tensor]) -> int:
     return int(state[f"{family_of(architecture).first_conv}.weight"].shape[1])

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..grammar import CHECKPOINT_KINDS
-from .architectures import ARCHITECTURES, build, family_of, head_parameters, in_channels_of
+from .architectures import ARCHITECTURES, build, draw_zeroed_head, family_of, head_parameters, in_channels_of
 from .densenet import DENSENET_CONFIGS
 from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 
@@ -297,6 +297,7 @@ def _with_new_head(state: dict[str, torch.Tensor], path: Path, name: str, weight
     torch.manual_seed(0)
     model = build(architecture, num_classes=len(CHEXPERT_CLASSES), in_channels=in_channels_of(architecture, state))
     model.load_state_dict(backbone, strict=False)
+    draw_zeroed_head(model, architecture)
     weights.training_data = "ImageNet backbone; CheXpert head untrained (seed 0)"
     return model.eval(), Manifest(name=name, architecture=architecture, weights=weights)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..grammar import DEFAULT_MODEL
-from .architectures import ARCHITECTURES, TIMM_PREFIX, build
+from .architectures import ARCHITECTURES, TIMM_PREFIX, build, draw_zeroed_head
 from .checkpoints import load_checkpoint
 from .manifest import CHEXPERT_CLASSES, Manifest, Weights
 
@@ -26,6 +26,7 @@ def seeded_model(seed: int = DEFAULT_SEED, name: str = DEFAULT_MODEL,
     torch.manual_seed(seed)
     try:
         model = build(architecture, num_classes=len(CHEXPERT_CLASSES)).eval()
+        draw_zeroed_head(model, architecture)
     finally:
         torch.random.set_rng_state(generator_state)
     manifest = Manifest(

@@ -149,6 +149,17 @@ def test_seeded_model_is_deterministic_and_says_so(x: torch.Tensor):
         torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
 
 
+def test_a_seeded_vit_gets_a_head_that_tells_classes_apart(tmp_path: Path):
+    """torchvision zero-initialises ViT's head: as a stand-in (seeded, or an ImageNet backbone with a
+    new head) every logit would be 0 and every map empty."""
+    model, _ = seeded_model(name="vit", architecture="vit_b_16")
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
+    assert logits.std() > 0.05
+    torch.save(torchvision.models.vit_b_16(num_classes=1000).state_dict(), tmp_path / "imagenet.pth")
+    assert load_checkpoint(tmp_path / "imagenet.pth", arch="vit_b_16")[0].heads.head.weight.std() > 0.01
+
+
 def test_manifest_json_round_trip():
     manifest = seeded_model()[1]
     assert Manifest.from_json(manifest.to_json()) == manifest
