@@ -1,7 +1,9 @@
 """Multi-head attention, whole: its exact gradient and its LRP rule, both written as forward
-operators from the stored input. Two callers: ``nn.MultiheadAttention`` (batch first, as
-torchvision's ViT uses it) and Swin's shifted-window attention (torchvision's
-``shifted_window_attention``), which runs the same attention inside windows.
+operators from the stored input. Three callers: ``nn.MultiheadAttention`` (batch first, as
+torchvision's ViT uses it), Swin's shifted-window attention (torchvision's
+``shifted_window_attention``), which runs the same attention inside windows, and
+``F.scaled_dot_product_attention`` (timm's fused attention), whose q, k and v the trace has
+already projected and split into heads.
 
 The trace keeps each whole (a torch.nn leaf; a function torchvision keeps whole); the rules
 recompute q, k, v and the attention weights A = softmax(q k^T / sqrt(d) + bias) from the
@@ -30,6 +32,22 @@ from .rules import Rule
 
 def _zeros_if_none(bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(like.shape[0], dtype=like.dtype) if bias is None else bias.detach().clone()
+
+
+def product_gradients(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weights: torch.Tensor,
+                      scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients at q, k and v of ``weights @ v`` with weights = softmax(q k^T scale + constant),
+    per head (``q`` as it entered the product, already scaled)."""
+    g_weights = grad @ v.transpose(-2, -1)
+    g_scores = weights * (g_weights - (g_weights * weights).sum(-1, keepdim=True))
+    return g_scores @ k * scale, g_scores.transpose(-2, -1) @ q, weights.transpose(-2, -1) @ grad
+
+
+def value_relevance(relevance: torch.Tensor, v: torch.Tensor, weights: torch.Tensor, mixed: torch.Tensor,
+                    stabilizer: float) -> torch.Tensor:
+    """The relevance of ``mixed = weights @ v`` sent to v, the weights held constant: the epsilon
+    rule of a linear map of v."""
+    return v * (weights.transpose(-2, -1) @ (relevance / stabilize(mixed, stabilizer)))
 
 
 class AttentionCore(nn.Module):
@@ -79,12 +97,7 @@ class AttentionCore(nn.Module):
     def gradient(self, grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The gradients at the query, key and value inputs."""
-        g_heads = self.split(grad @ self.wo)
-        g_weights = g_heads @ v.transpose(-2, -1)
-        g_v = weights.transpose(-2, -1) @ g_heads
-        g_scores = weights * (g_weights - (g_weights * weights).sum(-1, keepdim=True))
-        g_q = g_scores @ k / math.sqrt(q.shape[-1])
-        g_k = g_scores.transpose(-2, -1) @ q
+        g_q, g_k, g_v = product_gradients(self.split(grad @ self.wo), q, k, v, weights, 1 / math.sqrt(q.shape[-1]))
         return self.merge(g_q) @ self.wq, self.merge(g_k) @ self.wk, self.merge(g_v) @ self.wv
 
     def relevance(self, relevance: torch.Tensor, value: torch.Tensor, v: torch.Tensor, weights: torch.Tensor,
@@ -93,7 +106,7 @@ class AttentionCore(nn.Module):
         input and output without the class axis; ``v``, ``weights`` from ``pieces``)."""
         mixed = weights @ v
         relevance = self.out_relevance.backward(relevance, [self.merge(mixed).squeeze(1)], output)[0]
-        relevance_v = v * (weights.transpose(-2, -1) @ (self.split(relevance) / stabilize(mixed, stabilizer)))
+        relevance_v = value_relevance(self.split(relevance), v, weights, mixed, stabilizer)
         return self.value_relevance.backward(self.merge(relevance_v), [value], self.merge(v).squeeze(1))[0]
 
 
@@ -249,3 +262,28 @@ class WindowAttention(Rule):
             result = sum(self.core.gradient(grad_windows, q, k, v, weights))
         back = self.windows.reverse(result.flatten(0, 1), height, width)
         return [back.unflatten(0, (batch, -1))] + [None] * (len(inputs) - 1)
+
+
+class DotProductAttention(Rule):
+    """``F.scaled_dot_product_attention(q, k, v)`` (timm's fused attention; no mask, no dropout):
+    the exact gradients at q, k and v, or with ``relevance`` the relevance, A held constant: all
+    of it to v, none to q and k, as for the whole attention above."""
+
+    def __init__(self, op, relevance: bool = False, stabilizer: float = 0.0) -> None:
+        super().__init__()
+        arguments = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        given = {**dict(zip(arguments, op.fx_node.args)), **op.fx_node.kwargs}
+        if given.get("attn_mask") is not None or given.get("is_causal") or given.get("enable_gqa"):
+            raise ValueError(f"scaled_dot_product_attention at node {op.name!r} with a mask, causal or "
+                             "grouped heads is not supported")
+        if not isinstance(given.get("dropout_p", 0.0), int | float) or given.get("dropout_p", 0.0):
+            raise ValueError(f"scaled_dot_product_attention at node {op.name!r} runs with dropout (training mode)")
+        self.scale, self.relevance, self.stabilizer = given.get("scale"), relevance, stabilizer
+
+    def backward(self, grad, inputs, output):
+        q, k, v = (x.unsqueeze(1) for x in inputs[:3])
+        scale = self.scale if self.scale is not None else 1 / math.sqrt(q.shape[-1])
+        weights = torch.softmax(q @ k.transpose(-2, -1) * scale, dim=-1)
+        if self.relevance:
+            return [None, None, value_relevance(grad, v, weights, output.unsqueeze(1), self.stabilizer)]
+        return list(product_gradients(grad, q * scale, k, v, weights, scale))

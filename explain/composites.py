@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
-from .attention import AttentionRelevance, WindowAttention, check_attention
+from .attention import AttentionRelevance, DotProductAttention, WindowAttention, check_attention
 from .graph import OpNode
 from .lrp import (
     DEFAULT_STABILIZER,
@@ -80,6 +80,8 @@ class Composite:
             return AttentionRelevance(op.module, self.linear, self.stabilizer)
         if op.kind == "window_attention":
             return WindowAttention(op, nodes, self.linear, self.stabilizer)
+        if op.kind == "dot_product_attention":
+            return DotProductAttention(op, relevance=True, stabilizer=self.stabilizer)
         return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
 
 

@@ -15,6 +15,7 @@ back to a constant is dropped. ``split`` nodes (``chunk``, ``split``) make tuple
 
 from __future__ import annotations
 
+import inspect
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,8 @@ FUNCTION_KINDS: dict[Any, str] = {
     torch.mean: "mean",
     torch.split: "split",
     torch.chunk: "split",
+    torch.unbind: "split",
+    F.scaled_dot_product_attention: "dot_product_attention",  # timm's fused attention (explain/attention.py)
     F.batch_norm: "batchnorm",  # timm's BatchNormAct2d (eval): made a BatchNorm2d for the rules, see trace()
     F.linear: "linear",  # timm's Linear: made an nn.Linear for the rules
 }
@@ -85,6 +88,7 @@ METHOD_KINDS = {
     "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape", "unsqueeze": "reshape",
     "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "permute": "permute",
     "transpose": "transpose", "contiguous": "identity", "mean": "mean", "chunk": "split", "split": "split",
+    "unbind": "split",
     "mul": "mul", "add": "add",
 }
 SHAPE_METHODS = {"size", "dim"}  # produce ints, never relevance
@@ -104,9 +108,9 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     return 0.5 * x * (1 + torch.erf(x * 0.5**0.5))
 SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU, ReLU6, SiLU, GELU, Hardswish, "
              "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
-             "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split and getitem, Dropout, "
-             "StochasticDepth, Identity, MultiheadAttention (batch first, no masks), Swin's shifted-window "
-             "attention and patch merging")
+             "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split/unbind and getitem, Dropout, "
+             "StochasticDepth, Identity, MultiheadAttention (batch first, no masks), scaled_dot_product_attention "
+             "(no masks), Swin's shifted-window attention and patch merging")
 
 
 class UnsupportedOperator(Exception):
@@ -216,9 +220,34 @@ def _operator_kind(node: torch.fx.Node, module: nn.Module | None) -> str | None:
     return None
 
 
+def _defaults_beyond_the_image(model: nn.Module) -> dict[str, Any] | None:
+    """The forward's optional arguments after the image (timm's ``attn_mask=None``), fixed at their
+    defaults: the trace specialises them and they stay constants of the graph."""
+    parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty} or None
+
+
+def _keep_the_batch_first(graph_module: torch.fx.GraphModule) -> None:
+    """timm's attention unbinds q, k and v along axis 0 of a permute that put the batch second
+    (``qkv.permute(2, 0, 3, 1, 4).unbind(0)``); the same parts come from the permute with its
+    first two axes swapped, unbound along axis 1, and the batch stays first, as every rule expects."""
+    for node in graph_module.graph.nodes:
+        if node.op != "call_method" or node.target != "unbind" or len(node.args) < 2 or node.args[1] != 0:
+            continue
+        source = node.args[0]
+        if source.op != "call_method" or source.target != "permute" or len(source.users) != 1:
+            continue
+        dims = list(source.args[1]) if isinstance(source.args[1], list | tuple) else list(source.args[1:])
+        if len(dims) > 1 and dims[1] == 0 and not source.kwargs:
+            source.args = (source.args[0], dims[1], dims[0], *dims[2:])
+            node.args = (source, 1)
+    graph_module.recompile()
+
+
 def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
     """Trace ``model`` and classify every node; unknown operators raise UnsupportedOperator."""
-    graph_module = torch.fx.symbolic_trace(model)
+    graph_module = torch.fx.symbolic_trace(model, concrete_args=_defaults_beyond_the_image(model))
+    _keep_the_batch_first(graph_module)
     modules = dict(graph_module.named_modules())
     nodes: list[OpNode] = []
     kinds: dict[str, str] = {}
@@ -231,7 +260,9 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
         target = node.target if node.op in ("call_module", "call_method", "get_attr") else _function_name(node.target)
         inputs = tensors
         value = None
-        if node.op == "placeholder":
+        if node.op == "placeholder" and "input" in kinds.values():
+            kind, inputs, value = "constant", [], node.args[0] if node.args else None  # a specialised default
+        elif node.op == "placeholder":
             kind, inputs = "input", []
         elif node.op == "output":
             kind = "output"
@@ -279,7 +310,7 @@ def run_forward(nodes: list[OpNode], image: torch.Tensor) -> dict[str, Any]:
         if op.kind == "input":
             env[op.name] = image
             continue
-        if node.op == "get_attr":
+        if node.op in ("get_attr", "placeholder"):
             env[op.name] = op.value
             continue
         args = torch.fx.map_arg(node.args, lambda n: env[n.name])

@@ -327,11 +327,12 @@ def _pad_axis(grad: torch.Tensor, axis: int, before: int, after: int) -> torch.T
 
 
 class PartGradient(Rule):
-    """One part of ``chunk``/``split``: the gradient in its place, zeros around it."""
+    """One part of ``chunk``/``split`` (or of ``unbind``, whose parts lose the axis): the gradient
+    in its place, zeros around it."""
 
-    def __init__(self, dim: int, index: int, sections: int | list[int], chunks: bool) -> None:
+    def __init__(self, dim: int, index: int, sections: int | list[int], chunks: bool, unbound: bool = False) -> None:
         super().__init__()
-        self.dim, self.index, self.sections, self.chunks = dim, index, sections, chunks
+        self.dim, self.index, self.sections, self.chunks, self.unbound = dim, index, sections, chunks, unbound
 
     def bounds(self, size: int) -> tuple[int, int]:
         """Where part ``index`` starts and ends along an axis of ``size``."""
@@ -346,6 +347,8 @@ class PartGradient(Rule):
         x = inputs[0]
         axis = _axis(self.dim, x.dim(), "chunk/split")
         start, stop = self.bounds(x.shape[axis])
+        if self.unbound:
+            grad = grad.unsqueeze(axis + 1)
         return [_pad_axis(grad, axis + 1, start, x.shape[axis] - stop)]
 
 
@@ -480,12 +483,15 @@ def layer_norm_rule(op: OpNode) -> LayerNormGradient:
 
 
 def split_rule(op: OpNode, split: OpNode) -> PartGradient:
-    """The part of ``split`` (a chunk/split node) that ``op`` (its getitem) takes."""
+    """The part of ``split`` (a chunk/split/unbind node) that ``op`` (its getitem) takes."""
+    index = int(op.fx_node.args[1])
+    if split.target == "unbind":
+        return PartGradient(int(split.argument(1, "dim", 0)), index, 1, chunks=False, unbound=True)
     chunks = split.target == "chunk"
     sections = split.argument(1, "chunks" if chunks else "split_size_or_sections")
     if sections is None:
         sections = split.argument(1, "split_size")
-    return PartGradient(int(split.argument(2, "dim", 0)), int(op.fx_node.args[1]),
+    return PartGradient(int(split.argument(2, "dim", 0)), index,
                         list(sections) if isinstance(sections, list | tuple) else int(sections), chunks)
 
 
@@ -537,6 +543,10 @@ def gradient_rule(op: OpNode, nodes: dict[str, OpNode]) -> Rule:
         from .attention import WindowAttention
 
         return WindowAttention(op, nodes)
+    if kind == "dot_product_attention":
+        from .attention import DotProductAttention
+
+        return DotProductAttention(op)
     if kind == "patch_merge":
         return PatchMergeGradient()
     if kind == "identity":

@@ -18,7 +18,7 @@ from .. import sample_images
 from ..explain import Explainer
 from ..explain.references import pytorch_grad_cam_batched, zennit_composite, zennit_lrp
 from ..grammar import DEFAULT_EPSILON
-from ..models.architectures import TRANSFORMER_FAMILIES, default_layer, family_of
+from ..models.architectures import default_layer, family_of
 from ..models.manifest import Manifest, slug
 from ..models.zoo import load_model
 from .explained import build_methods, input_bounds
@@ -83,7 +83,7 @@ def reference_timers(model: str, method: str, classes: int, image: np.ndarray, t
     timers: dict[str, Callable[[], object]] = {"eager PyTorch forward": forward}
     plural = "es" if classes != 1 else ""
     for name in ([] if method == "none" else method.split(",")):
-        if name.startswith("lrp") and family_of(manifest.architecture).name in TRANSFORMER_FAMILIES:
+        if name.startswith("lrp") and family_of(manifest.architecture).transformer:
             continue  # Zennit has no attention rules (its issue #184): nothing equal to time against
         if name.startswith("lrp"):
             composite_name = name.split(":", 1)[1] if ":" in name else "epsilon"

@@ -31,6 +31,7 @@ class Family:
     first_conv: str
     target_layer: str
     members: tuple[str, ...]
+    transformer: bool = False  # attention inside: LRP has no Zennit reference to compare or time against
 
 
 FAMILIES = (
@@ -54,13 +55,12 @@ FAMILIES = (
            tuple(f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn"))),
     # Vision transformers: Grad-CAM at the last block's first LayerNorm, the last place where every
     # patch token still matters for the class token (pytorch-grad-cam's choice), on the patch grid.
-    *(Family("vit", "heads.head", "conv_proj", f"encoder.layers.encoder_layer_{depth - 1}.ln_1", members)
+    *(Family("vit", "heads.head", "conv_proj", f"encoder.layers.encoder_layer_{depth - 1}.ln_1", members, True)
       for depth, members in ((12, ("vit_b_16", "vit_b_32")), (24, ("vit_l_16", "vit_l_32")), (32, ("vit_h_14",)))),
     # Swin: the last stage's normalised tokens, laid out channels first by the model's own permute
-    Family("swin", "head", "features.0.0", "permute", ("swin_t", "swin_s", "swin_b")),
+    Family("swin", "head", "features.0.0", "permute", ("swin_t", "swin_s", "swin_b"), True),
 )
 ARCHITECTURES: dict[str, Family] = {name: family for family in FAMILIES for name in family.members}
-TRANSFORMER_FAMILIES = ("vit", "swin")
 TIMM_PREFIX = "timm/"
 
 
@@ -75,7 +75,11 @@ def _timm_family(architecture: str) -> Family:
         raise ValueError(f"unknown architecture {architecture!r}: timm has no model {name!r}")
     model = timm.create_model(name, pretrained=False, num_classes=1)
     config = model.pretrained_cfg
-    return Family("timm", config["classifier"], config["first_conv"], model.feature_info[-1]["module"], (architecture,))
+    layer = model.feature_info[-1]["module"]
+    if getattr(model, "global_pool", None) == "token" and hasattr(model.get_submodule(layer), "norm1"):
+        layer += ".norm1"  # a class-token ViT: after its last block only the class token reaches the head
+    transformer = any(hasattr(module, "fused_attn") for module in model.modules())  # timm's attention modules
+    return Family("timm", config["classifier"], config["first_conv"], layer, (architecture,), transformer)
 
 
 def family_of(architecture: str) -> Family:

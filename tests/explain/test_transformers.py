@@ -7,6 +7,8 @@ holds relevance; robustness to noise far below one 8-bit step; the graph exporte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 import pytest
@@ -41,6 +43,21 @@ def _vit(image_size: int, dtype: torch.dtype = torch.float64) -> nn.Module:
     return model.to(dtype).eval()
 
 
+def _timm_vit(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """timm's ViT (fused scaled_dot_product_attention, q, k, v unbound from one projection), two
+    blocks of three heads on 64 x 64 inputs, weights perturbed as above."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=14, img_size=64, depth=2)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.to(dtype).eval()
+
+
+TIMM_LAST = "blocks.1.norm1"
+
+
 def _assert_gradients_equal_autograd(model: nn.Module, x: torch.Tensor, layers: list[str]) -> None:
     """The explainer's class gradients at the input and at ``layers`` against torch.autograd's."""
     targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
@@ -67,6 +84,11 @@ def test_gradients_through_attention_equal_autograd():
     _assert_gradients_equal_autograd(_vit(64), x, [LAST, "encoder.layers.encoder_layer_0"])
 
 
+def test_timm_vit_gradients_through_fused_attention_equal_autograd():
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _assert_gradients_equal_autograd(_timm_vit(), x, [TIMM_LAST, "blocks.0", "blocks.1.attn"])
+
+
 def _reshape_transform(tensor: torch.Tensor, side: int = 14) -> torch.Tensor:
     """pytorch-grad-cam's documented ViT transform: drop the class token, tokens onto the patch grid."""
     return tensor[:, 1:, :].reshape(tensor.size(0), side, side, tensor.size(2)).permute(0, 3, 1, 2)
@@ -89,6 +111,28 @@ def test_cams_on_the_patch_grid_equal_pytorch_grad_cam(variant: str):
         raw = Explainer(model, [GradCAM(LAST, variant)])(x, TARGETS)["gradcam"][0].numpy()
     assert raw.shape == (3, 14, 14) and raw.max() > 0
     np.testing.assert_allclose(scale_cam_image(scale_cam_image(raw, (224, 224))), theirs, atol=1e-4)
+
+
+def test_timm_vit_cams_equal_pytorch_grad_cam_at_its_documented_layer():
+    """pytorch-grad-cam's own ViT example: timm's model, the last block's norm1, the class token dropped."""
+    from pytorch_grad_cam import GradCAM as TheirGradCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from chexplain.models.architectures import default_layer, family_of
+
+    assert default_layer("timm/vit_tiny_patch16_224") == "blocks.11.norm1"
+    assert family_of("timm/vit_tiny_patch16_224").transformer
+    model = _timm_vit(torch.float32)
+    x = torch.from_numpy(preprocess(read_radiograph(IMAGES / "00013125_000.png").pixels,
+                                    Preprocessing(size=(64, 64)))[0][None])
+    with TheirGradCAM(model=model, target_layers=[model.blocks[-1].norm1],
+                      reshape_transform=lambda tensor: _reshape_transform(tensor, 4)) as cam:
+        theirs = np.stack([cam(input_tensor=x, targets=[ClassifierOutputTarget(c)])[0] for c in TARGETS[0].tolist()])
+    with torch.no_grad():
+        raw = Explainer(model, [GradCAM(TIMM_LAST)])(x, TARGETS)["gradcam"][0].numpy()
+    assert raw.shape == (3, 4, 4) and raw.max() > 0
+    np.testing.assert_allclose(scale_cam_image(scale_cam_image(raw, (64, 64))), theirs, atol=1e-4)
 
 
 def _detached_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -130,13 +174,46 @@ def test_lrp_equals_gradient_times_input_with_attention_and_normalisation_held()
     assert float((ours - reference).norm() / reference.norm()) <= 1e-4
 
 
-@pytest.fixture(scope="module", params=["vit", "swin"])
+def _assert_lrp_equals_detached_gradient_times_input(model: nn.Module, x: torch.Tensor,
+                                                     detach_attention: Callable[[], None]) -> None:
+    """LRP (z) against Gradient x Input of a copy of ``model`` with LayerNorm's std and GELU's gate
+    detached, its attention weights detached by ``detach_attention`` (called after the explainer ran)."""
+    with torch.no_grad():
+        ours = Explainer(model, [LRP("z", stabilizer=1e-9)]).double()(x, TARGETS)["lrp"]
+        expected_logits = model(x)
+    reference_model = _normalisation_and_gates_detached(model)
+    detach_attention()
+    xr = x.clone().requires_grad_()
+    logits = reference_model(xr)
+    torch.testing.assert_close(logits.detach(), expected_logits)  # the same model, attention written out again
+    reference = torch.stack([(xr * torch.autograd.grad(logits[0, c], xr, retain_graph=True)[0]).sum(1)
+                             for c in TARGETS[0].tolist()], 1).detach()
+    assert float((ours - reference).norm() / reference.norm()) <= 1e-4
+
+
+def _detached_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                    enable_gqa=False):
+    """F.scaled_dot_product_attention written out with its attention weights detached."""
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    return torch.softmax(query @ key.transpose(-2, -1) * scale, -1).detach() @ value
+
+
+def test_timm_vit_lrp_equals_gradient_times_input_with_attention_and_normalisation_held(monkeypatch):
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _assert_lrp_equals_detached_gradient_times_input(_timm_vit(), x, lambda: monkeypatch.setattr(
+        nn.functional, "scaled_dot_product_attention", _detached_dot_product_attention))
+
+
+@pytest.fixture(scope="module", params=["vit", "swin", "timm-vit"])
 def transformer_graph(request, tmp_path_factory) -> tuple[dict, onnx.ModelProto]:
-    """The small ViT (64 x 64) or Swin (36 x 36) exported with Grad-CAM and the default LRP, top 2."""
-    model, size, layer = (_vit(64, torch.float32), 64, LAST) if request.param == "vit" else (
-        _swin(torch.float32), 36, "permute")
-    manifest = Manifest(name=request.param, architecture="vit_b_16" if request.param == "vit" else "swin_t",
-                        preprocessing=Preprocessing(size=(size, size)))
+    """The small ViT (64 x 64), Swin (36 x 36) or timm ViT (64 x 64) exported with Grad-CAM and
+    the default LRP, top 2."""
+    model, size, layer, architecture = {
+        "vit": lambda: (_vit(64, torch.float32), 64, LAST, "vit_b_16"),
+        "swin": lambda: (_swin(torch.float32), 36, "permute", "swin_t"),
+        "timm-vit": lambda: (_timm_vit(torch.float32), 64, TIMM_LAST, "timm/vit_tiny_patch16_224"),
+    }[request.param]()
+    manifest = Manifest(name=request.param, architecture=architecture, preprocessing=Preprocessing(size=(size, size)))
     module = ExplainedGraph(Explainer(model, [GradCAM(layer), LRP("epsilon-plus-flat-bn")]),
                             parse_classes("topk:2", CHEXPERT_CLASSES))
     path = tmp_path_factory.mktemp(request.param) / "model.onnx"
@@ -209,34 +286,30 @@ class _GateDetachedGELU(nn.Module):
         return x * (nn.functional.gelu(x) / x).detach()
 
 
-def test_swin_lrp_equals_gradient_times_input_with_attention_and_normalisation_held(monkeypatch):
+def _normalisation_and_gates_detached(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each LayerNorm's std and each GELU's gate detached."""
     import copy
-
-    import torchvision.models.swin_transformer as swin
 
     from chexplain.explain.references import _DetachedStdLayerNorm
 
-    model = _swin()
-    reference_model = copy.deepcopy(model)
-    for name, module in list(reference_model.named_modules()):
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
         owner, _, attribute = name.rpartition(".")
-        parent = reference_model.get_submodule(owner) if owner else reference_model
+        parent = model.get_submodule(owner) if owner else model
         if isinstance(module, nn.LayerNorm):
             setattr(parent, attribute, _DetachedStdLayerNorm(len(module.normalized_shape), module.eps, module.weight,
                                                              module.bias))
         elif isinstance(module, nn.GELU):
             setattr(parent, attribute, _GateDetachedGELU())
+    return model
+
+
+def test_swin_lrp_equals_gradient_times_input_with_attention_and_normalisation_held(monkeypatch):
+    import torchvision.models.swin_transformer as swin
+
     x = torch.randn(1, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        ours = Explainer(model, [LRP("z", stabilizer=1e-9)]).double()(x, TARGETS)["lrp"]
-        expected_logits = model(x)
-    monkeypatch.setattr(swin, "shifted_window_attention", _detached_window_attention)
-    xr = x.clone().requires_grad_()
-    logits = reference_model(xr)
-    torch.testing.assert_close(logits.detach(), expected_logits)  # the same model, written out again
-    reference = torch.stack([(xr * torch.autograd.grad(logits[0, c], xr, retain_graph=True)[0]).sum(1)
-                             for c in TARGETS[0].tolist()], 1).detach()
-    assert float((ours - reference).norm() / reference.norm()) <= 1e-4
+    _assert_lrp_equals_detached_gradient_times_input(_swin(), x, lambda: monkeypatch.setattr(
+        swin, "shifted_window_attention", _detached_window_attention))
 
 
 def test_swin_cams_equal_pytorch_grad_cam_with_its_reshape_transform():
@@ -261,14 +334,20 @@ def _without_biases(model: nn.Module) -> nn.Module:
     relevance, so the rules that hold softmax and normalisation constant conserve it."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.endswith("bias") and "relative_position" not in name or name.endswith(("class_token", "pos_embedding")):
+            if name.endswith("bias") and "relative_position" not in name or name.endswith(
+                    ("class_token", "pos_embedding", "cls_token", "pos_embed")):
                 parameter.zero_()
     return model
 
 
-@pytest.mark.parametrize("build, size", [(_vit, 64), (_swin, 36)], ids=["vit", "swin"])
-def test_transformer_lrp_conserves_the_logit_when_only_the_input_holds_relevance(build, size):
-    model = _without_biases(build(64) if build is _vit else build())
+SMALL_TRANSFORMERS = {"vit": (lambda dtype: _vit(64, dtype), 64, LAST), "swin": (_swin, 36, "permute"),
+                      "timm-vit": (_timm_vit, 64, TIMM_LAST)}
+
+
+@pytest.mark.parametrize("name", SMALL_TRANSFORMERS)
+def test_transformer_lrp_conserves_the_logit_when_only_the_input_holds_relevance(name):
+    build, size, _ = SMALL_TRANSFORMERS[name]
+    model = _without_biases(build(torch.float64))
     x = torch.randn(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         relevance = Explainer(model, [LRP("z", stabilizer=1e-9)]).double()(x, TARGETS)["lrp"]
@@ -276,13 +355,13 @@ def test_transformer_lrp_conserves_the_logit_when_only_the_input_holds_relevance
     torch.testing.assert_close(relevance.sum((-2, -1))[0], logits, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("build, size, layer", [(_vit, 64, LAST), (_swin, 36, "permute")], ids=["vit", "swin"])
-def test_transformer_maps_stay_put_under_noise_far_below_one_8bit_step(build, size, layer):
+@pytest.mark.parametrize("name", SMALL_TRANSFORMERS)
+def test_transformer_maps_stay_put_under_noise_far_below_one_8bit_step(name):
     """The trustworthy-LRP robustness measure on the transformers: the worst of three noisy copies
     at 1e-4 and 1e-3 x the input's spread still correlates with the clean map (Pearson >= 0.99)."""
-    model = build(64, torch.float32) if build is _vit else build(torch.float32)
+    build, size, layer = SMALL_TRANSFORMERS[name]
     image = preprocess(read_radiograph(IMAGES / "00013125_000.png").pixels, Preprocessing(size=(size, size)))[0]
-    explainer = Explainer(model, [GradCAM(layer), LRP("epsilon-plus-flat-bn")])
+    explainer = Explainer(build(torch.float32), [GradCAM(layer), LRP("epsilon-plus-flat-bn")])
     rng = np.random.default_rng(0)
     with torch.no_grad():
         clean = explainer(torch.from_numpy(image[None]), TARGETS)
