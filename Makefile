@@ -49,7 +49,7 @@ engine: $(VENV)/.installed
 # On a GPU machine or a Jetson, after `make export`: engines against ONNX Runtime, timed; the
 # PyTorch explainer on CUDA where torch sees the GPU (tests/gpu/check.sh). DLA=N adds a DLA engine.
 gpu-check:
-	PYTHON=$(BIN)/python bash tests/gpu/check.sh $(if $(DLA),--dla $(DLA))
+	PYTHON=$(BIN)/python bash tests/gpu/check.sh $(if $(DLA),--dla $(DLA)) $(if $(ARCHS),--architectures $(ARCHS))
 
 test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q

@@ -5,15 +5,25 @@
 #      exported graph against ONNX Runtime CPU, with latency; runs where TensorRT and cuda-python are;
 #   2. tests/gpu/check_torch.py (optional): the PyTorch explainer on CUDA, where torch sees a GPU.
 # Prints Markdown tables for BENCHMARKS.md; exit 0 when every check that ran passed and at least one ran.
-# Usage: tests/gpu/check.sh [--iterations N] [--dla N]   (--dla: the engine check only)
+#   3. with --architectures A,B (e.g. swin_t,vit_b_16,efficientnet_b0): each exported seeded
+#      (needs torch) and its graph put through the engine check, for the operators those add.
+# Usage: tests/gpu/check.sh [--iterations N] [--dla N] [--architectures A,B]   (--dla: the engine check only)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python3)}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv
 has() { "$PYTHON" -c "import importlib.util, sys; sys.exit(0 if all(importlib.util.find_spec(m) for m in sys.argv[1:]) else 1)" "$@"; }
+architectures="" engine_args=()
+while [ $# -gt 0 ]; do case "$1" in --architectures) architectures="$2"; shift 2 ;; *) engine_args+=("$1"); shift ;; esac; done
+set -- "${engine_args[@]}"
 ran=0 status=0
 if has tensorrt cuda onnx onnxruntime; then
   ran=1; "$PYTHON" tests/gpu/check_engines.py "$@" || status=1
+  for arch in ${architectures//,/ }; do
+    echo "== $arch: exported with seeded weights, then the engine check"
+    "$PYTHON" -c "from chexplain.cli import main; main()" export --model "$arch" --name "gpu-check-$arch" --out build/gpu-check \
+      && "$PYTHON" tests/gpu/check_engines.py --onnx "build/gpu-check/gpu-check-$arch/model.onnx" "$@" || status=1
+  done
 else
   echo "engine check skipped: needs tensorrt, cuda-python, onnx and onnxruntime (README \"Jetson\")"
 fi
