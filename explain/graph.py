@@ -9,8 +9,9 @@ Nodes that do not depend on the input carry no relevance and get no rule: ``shap
 (sizes and the integer arithmetic on them) and ``constant`` nodes (parameters read with
 ``get_attr``, such as ConvNeXt's layer scale, and tensors made from them alone). Constants
 are still listed among a node's inputs, so a rule sees every operand; what a rule would send
-back to a constant is dropped. ``split`` nodes (``chunk``, ``split``) make tuples; each
-``getitem`` taking one part becomes a ``part`` node reading the split tensor directly.
+back to a constant is dropped. ``split`` nodes (``chunk``, ``split``, ``unbind``) make tuples;
+each ``getitem`` taking one part becomes a ``part`` node reading the split tensor directly. The
+forward's optional arguments beyond the image are fixed at their defaults and become constants.
 """
 
 from __future__ import annotations
