@@ -271,14 +271,13 @@ class DotProductAttention(Rule):
 
     def __init__(self, op, relevance: bool = False, stabilizer: float = 0.0) -> None:
         super().__init__()
-        arguments = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-        given = {**dict(zip(arguments, op.fx_node.args)), **op.fx_node.kwargs}
-        if given.get("attn_mask") is not None or given.get("is_causal") or given.get("enable_gqa"):
+        if op.argument(3, "attn_mask") is not None or op.argument(5, "is_causal") or op.argument(7, "enable_gqa"):
             raise ValueError(f"scaled_dot_product_attention at node {op.name!r} with a mask, causal or "
                              "grouped heads is not supported")
-        if not isinstance(given.get("dropout_p", 0.0), int | float) or given.get("dropout_p", 0.0):
+        dropout = op.argument(4, "dropout_p", 0.0)
+        if not isinstance(dropout, int | float) or dropout:
             raise ValueError(f"scaled_dot_product_attention at node {op.name!r} runs with dropout (training mode)")
-        self.scale, self.relevance, self.stabilizer = given.get("scale"), relevance, stabilizer
+        self.scale, self.relevance, self.stabilizer = op.argument(6, "scale"), relevance, stabilizer
 
     def backward(self, grad, inputs, output):
         q, k, v = (x.unsqueeze(1) for x in inputs[:3])
