@@ -143,13 +143,18 @@ def _run(config: Any, **service: Any) -> None:
                    "added to the config's [[callers]].")
 @click.option("--allow-any-caller", is_flag=True, default=None, help="Accept associations from any calling AE title.")
 @click.option("--max-associations", type=click.IntRange(min=1), default=None,
-              help="Associations at once, all callers; beyond, rejected as local limit exceeded [default: 16].")
+              help="Connections at once, all callers; beyond, a new one is closed at once [default: 16].")
 @click.option("--max-associations-per-address", type=click.IntRange(min=1), default=None,
-              help="Associations at once from one IP address; beyond, the connection is closed [default: 4].")
+              help="Connections at once from one IP address; beyond, a new one is closed at once [default: 4].")
+@click.option("--reserved-associations", type=click.IntRange(min=0), default=None,
+              help="Of --max-associations, kept for known callers: a configured AE@IP address or one that has "
+                   "associated since the start [default: 4].")
 @click.option("--acse-timeout", "acse_timeout_s", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds a caller has to send its whole A-ASSOCIATE-RQ after connecting [default: 10].")
+              help="Seconds a caller has to finish its TLS handshake and send its whole A-ASSOCIATE-RQ after "
+                   "connecting [default: 10].")
 @click.option("--dimse-timeout", "dimse_timeout_s", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds to wait for a DIMSE message [default: 60].")
+              help="Seconds to wait for a DIMSE message, and for one to arrive whole (extended while it flows at "
+                   "64 KiB/s or more) [default: 60].")
 @click.option("--network-timeout", "network_timeout_s", type=click.FloatRange(min=0.1), default=None,
               help="Seconds of silence before an association is aborted; also the time a PDU has to arrive whole "
                    "[default: 60].")

@@ -15,6 +15,9 @@ import numpy as np
 from ...optional import require
 from ..errors import InputError
 from .bitmap import MAX_DECODED_BYTES, check_size, to_unit_gray
+from .dicom_bounds import codestream_size, is_deflated, read_deflated
+
+HEADER_ALLOWANCE = 16 << 20  # what a dataset may hold beside its pixels, for the inflation budget
 
 RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT", "")
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "LUNGS")
@@ -66,36 +69,61 @@ def _first(value: Any) -> float:
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """DICOM VOI windowing (PS3.3 C.11.2.1.2) to [0, 1]."""
+    """DICOM VOI windowing (PS3.3 C.11.2.1.2) to [0, 1], in place on float32 ``values`` (a
+    radiograph of 8000 x 8000 pixels is 244 MiB in float32: no second copy is made)."""
     if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        values -= center
+        values *= -4.0 / width
+        np.exp(values, out=values)
+        values += 1.0
+        return np.reciprocal(values, out=values)
     if function == "LINEAR_EXACT":
         low, span = center - width / 2, width
     else:
         width = max(width, 1.0)
         low, span = center - 0.5 - (width - 1) / 2, width - 1
-    return np.clip((values - low) / span, 0.0, 1.0)
+    values -= low
+    values /= span
+    return np.clip(values, 0.0, 1.0, out=values)
+
+
+def _modality_values(ds: Any, pixels: np.ndarray) -> np.ndarray:
+    """The modality LUT (PS3.3 C.11.1) applied, as float32: a rescale in place on one copy."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        return apply_modality_lut(pixels, ds).astype(np.float32)
+    values = pixels.astype(np.float32)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope not in (None, "") and _first(slope) != 1:
+        values *= _first(slope)
+    if intercept not in (None, "") and _first(intercept) != 0:
+        values += _first(intercept)
+    return values
 
 
 def _to_unit_range(path: Path, ds: Any, pixels: np.ndarray) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window (else the image's own range), to [0, 1]."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    """Modality LUT, then VOI LUT or window (else the image's own range), to [0, 1] float32."""
+    from pydicom.pixels import apply_voi_lut
 
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
         if keyword in ds and ds[keyword].value not in (None, "") and not np.isfinite(_first(ds[keyword].value)):
             raise InputError(path, f"{keyword} is {_first(ds[keyword].value)}, not a finite number")
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    values = _modality_values(ds, pixels)
+    del pixels
     if "VOILUTSequence" in ds:
         item = ds.VOILUTSequence[0]
         out_bits = int(item.LUTDescriptor[2])
         return np.clip(apply_voi_lut(values, ds, index=0, prefer_lut=True) / ((1 << out_bits) - 1), 0, 1).astype(np.float32)
     if "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) > 0:
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        return window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function).astype(np.float32)
+        return window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         raise InputError(path, "the image is blank (every pixel has the same value)")
-    return ((values - low) / (high - low)).astype(np.float32)
+    values -= low
+    values /= high - low
+    return values
 
 
 def _values(value: Any) -> list[Any]:
@@ -134,6 +162,38 @@ def describe(ds: Any) -> dict[str, Any]:
     }
 
 
+def _decoder_installed(syntax: str) -> bool:
+    """Whether a decoder for ``syntax`` is installed: if so, a failure is the data's, not a missing package."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return bool(syntax) and get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        return False
+
+
+def _check_codestream(path: Path, ds: Any, info: dict[str, Any], frames: int, sample_bytes: int,
+                      max_decoded_bytes: int) -> None:
+    """Refuse compressed pixel data whose first frame declares, in its own codestream, another
+    size than the header's or more than the budget: the decoder allocates what it declares."""
+    if not ds["PixelData"].is_undefined_length:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        first = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception as error:
+        raise InputError(path, f"the encapsulated pixel data cannot be read ({str(error).splitlines()[0]})") from None
+    declared = codestream_size(first)
+    if declared is None:
+        return
+    columns, rows, components = declared
+    check_size(path, columns, rows, components * sample_bytes, max_decoded_bytes)
+    if (columns, rows) != (info["width"], info["height"]):
+        raise InputError(path, f"the compressed frame declares {columns}x{rows} pixels, the header "
+                               f"{info['width']}x{info['height']}")
+
+
 def read_dicom(path: Path, allow_any_view: bool = False, max_decoded_bytes: int = MAX_DECODED_BYTES,
                selection: Selection = Selection()) -> tuple[np.ndarray, dict[str, Any], Any]:
     """Decode a DICOM radiograph into gray [0, 1] pixels (bright = dense), a description, and
@@ -141,7 +201,9 @@ def read_dicom(path: Path, allow_any_view: bool = False, max_decoded_bytes: int 
     decoded, once its size from the header is within ``max_decoded_bytes``."""
     pydicom = import_pydicom()
     try:
-        ds = pydicom.dcmread(path)
+        ds = read_deflated(path, max_decoded_bytes + HEADER_ALLOWANCE) if is_deflated(path) else pydicom.dcmread(path)
+    except InputError:
+        raise
     except Exception as error:
         raise InputError(path, f"not a readable DICOM file ({error})") from None
     if "PixelData" not in ds:
@@ -151,17 +213,17 @@ def read_dicom(path: Path, allow_any_view: bool = False, max_decoded_bytes: int 
     check_size(path, info["width"], info["height"], samples * -(-bits // 8), max_decoded_bytes)
     selection.check(path, info, [str(v) for v in _values(ds.get("ImageType", []))], allow_any_view)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _check_codestream(path, ds, info, frames, -(-bits // 8), max_decoded_bytes)
     try:
         from pydicom.pixels import pixel_array
 
-        pixels = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array  # one frame decoded, not all
+        pixels = pixel_array(ds, index=0)  # one frame decoded, not all; not cached on the dataset
     except Exception as error:
         syntax = info["transfer_syntax"]
         name = getattr(pydicom.uid.UID(syntax), "name", syntax) if syntax else "unknown"
-        raise InputError(
-            path, f"cannot decode {name} ({syntax}): {str(error).splitlines()[0]} "
-            "(install the decoders: pip install 'chexplain[dicom]')"
-        ) from None
+        hint = "" if _decoder_installed(syntax) else " (install the decoders: pip install 'chexplain[dicom]')"
+        raise InputError(path, f"cannot decode {name} ({syntax}): {str(error).splitlines()[0]}{hint}") from None
+    del ds.PixelData  # the encoded bytes are not needed once decoded
     if frames > 1:
         info["warning"] = f"{frames} frames; the first was used"
     photometric = info["photometric_interpretation"].upper()
@@ -174,6 +236,5 @@ def read_dicom(path: Path, allow_any_view: bool = False, max_decoded_bytes: int 
     else:
         unit = _to_unit_range(path, ds, pixels)
     if photometric == "MONOCHROME1":
-        unit = 1.0 - unit
-    del ds.PixelData
+        np.subtract(1.0, unit, out=unit)
     return unit, info, ds

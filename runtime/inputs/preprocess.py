@@ -21,6 +21,13 @@ class Geometry:
     original_size: tuple[int, int]  # (height, width)
     box: tuple[int, int, int, int]
 
+    def scaled(self, height: int, width: int) -> Geometry:
+        """The same placement on the original image shown at ``height`` x ``width`` pixels."""
+        sy, sx = height / self.original_size[0], width / self.original_size[1]
+        x0, y0, x1, y1 = self.box
+        return Geometry((height, width), (round(x0 * sx), round(y0 * sy), max(round(x1 * sx), round(x0 * sx) + 1),
+                                          max(round(y1 * sy), round(y0 * sy) + 1)))
+
     def to_original(self, heatmap: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Resize a map covering the network input straight onto the original grid."""
         x0, y0, x1, y1 = self.box

@@ -37,10 +37,14 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     image_type = ["ORIGINAL"]       # values ImageType must hold; default: any
 
     [limits]                        # what one peer may cost the node
-    max_associations = 16           # at once, all callers; beyond: rejected, "local limit exceeded"
-    max_associations_per_address = 4   # at once from one IP address; beyond: the connection is closed
-    acse_timeout_s = 10             # the A-ASSOCIATE-RQ must arrive whole within this of connecting
-    dimse_timeout_s = 60            # waiting for a DIMSE message
+    max_associations = 16           # connections at once, all callers; beyond: closed at once
+    max_associations_per_address = 4   # at once from one IP address; beyond: closed at once
+    reserved_associations = 4       # of max_associations, kept for known callers (a [[callers]]
+                                    # address, or one that has associated since the start)
+    acse_timeout_s = 10             # the A-ASSOCIATE-RQ (and a TLS handshake) must arrive whole
+                                    # within this of connecting
+    dimse_timeout_s = 60            # waiting for a DIMSE message; a message must arrive whole within
+                                    # this, extended while it flows at 64 KiB/s or faster
     network_timeout_s = 60          # an association silent this long is aborted; a PDU must arrive
                                     # whole within this of its first byte
     max_pdu_size = 262144           # the maximum PDU length we advertise; a longer PDU closes the connection
@@ -66,6 +70,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
 from __future__ import annotations
 
 import ipaddress
+import math
 import ssl
 import sys
 from dataclasses import dataclass, fields, replace
@@ -79,6 +84,7 @@ else:  # Python 3.10 (JetPack 6)
 
 
 SR_TEMPLATES = ("tid1500", "basic-text")  # the findings as coded measurements, or as text
+MAX_TIMEOUT_S = 86400.0  # a day: longer is a mistake (and past what a socket timeout takes)
 MIN_PDU_SIZE, MAX_PDU_SIZE = 4096, 1 << 26  # a PDU smaller than a page is a misconfiguration; 64 MiB at most
 
 
@@ -155,6 +161,7 @@ class NodeConfig:
     forward: tuple[Destination, ...] = ()
     max_associations: int = 16
     max_associations_per_address: int = 4
+    reserved_associations: int = 4
     acse_timeout_s: float = 10.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -215,12 +222,16 @@ class NodeConfig:
             raise ConfigError(f"sr_template must be {' or '.join(SR_TEMPLATES)}, not {self.sr_template!r}")
         if self.max_size < 64:
             raise ConfigError(f"max_size must be at least 64 pixels, not {self.max_size}")
-        if self.health_interval_s <= 0:
-            raise ConfigError(f"health_interval_s must be positive, not {self.health_interval_s}")
-        for name in ("max_associations", "max_associations_per_address", "max_dataset_mb", "max_decoded_mb",
-                     "acse_timeout_s", "dimse_timeout_s", "network_timeout_s"):
+        for name in ("health_interval_s", "acse_timeout_s", "dimse_timeout_s", "network_timeout_s"):
+            check_seconds(getattr(self, name), name)
+        if not (math.isfinite(self.opacity) and 0 <= self.opacity <= 1):
+            raise ConfigError(f"opacity must be 0-1, not {self.opacity}")
+        for name in ("max_associations", "max_associations_per_address", "max_dataset_mb", "max_decoded_mb"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if not 0 <= self.reserved_associations < self.max_associations:
+            raise ConfigError(f"reserved_associations must be 0-{self.max_associations - 1} (below max_associations), "
+                              f"not {self.reserved_associations}")
         if not MIN_PDU_SIZE <= self.max_pdu_size <= MAX_PDU_SIZE:
             raise ConfigError(f"max_pdu_size must be {MIN_PDU_SIZE}-{MAX_PDU_SIZE} bytes, not {self.max_pdu_size}")
         if (self.tls_certificate is None) != (self.tls_key is None):
@@ -230,6 +241,9 @@ class NodeConfig:
             self.server_tls()
         if any(destination.tls for destination in self.forward):
             self.client_tls()
+        for destination in self.forward:
+            check_seconds(destination.retry_initial_s, f"{destination.name}: retry_initial_s")
+            check_seconds(destination.retry_max_s, f"{destination.name}: retry_max_s")
         named = [destination.name for destination in self.forward]
         if len(set(named)) < len(named):
             raise ConfigError(f"a destination is named twice in forward: {', '.join(sorted(named))}")
@@ -240,6 +254,13 @@ def check_ae_title(title: str, where: str) -> str:
     if not title or len(title) > 16 or not title.isascii() or "\\" in title or not title.strip():
         raise ConfigError(f"{where}: {title!r} is not an AE title (1-16 ASCII characters, no backslash)")
     return title
+
+
+def check_seconds(value: float, where: str) -> float:
+    """A duration: finite, positive, at most a day (NaN and infinity are not durations)."""
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise ConfigError(f"{where} must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:g}, not {value}")
+    return value
 
 
 def check_port(port: int, where: str) -> int:
@@ -267,7 +288,8 @@ _TABLES: dict[str, dict[str, str]] = {
                "exclude_views": "exclude_views", "image_type": "require_image_type"},
     "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",
             "require_client_certificate": "tls_require_client_certificate"},
-    "limits": {name: name for name in ("max_associations", "max_associations_per_address", "acse_timeout_s",
+    "limits": {name: name for name in ("max_associations", "max_associations_per_address", "reserved_associations",
+                                       "acse_timeout_s",
                                        "dimse_timeout_s", "network_timeout_s", "max_pdu_size", "max_dataset_mb",
                                        "max_decoded_mb")},
 }
@@ -344,8 +366,8 @@ def _destination(content: Any) -> Destination:
                                           else f"needs {', '.join(sorted(missing))}"))
     numbers = {key: content.get(key, default) for key, default in
                (("port", 0), ("retry_initial_s", 5.0), ("retry_max_s", 300.0))}
-    wrong = [key for key, value in numbers.items()
-             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0]
+    wrong = [key for key, value in numbers.items() if isinstance(value, bool) or not isinstance(value, (int, float))
+             or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S]
     if wrong or not isinstance(numbers["port"], int):
         raise ConfigError(f"[forward] {', '.join(wrong or ['port'])} must be positive numbers (port an integer)")
     if not isinstance(content.get("tls", False), bool):

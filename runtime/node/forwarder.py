@@ -14,8 +14,15 @@ decides, by pynetdicom's status categories (PS3.7 annex C):
   context for it at the destination, ...): the object is permanently rejected by that
   destination. A copy goes to ``rejected/<destination>/<item>/`` with the status beside it,
   and the rest go on.
-- No answer (the association failed, was aborted or timed out): the destination is down;
-  everything for it waits, with the same doubling delay, while the other destinations go on.
+- No answer (the association failed, was aborted or timed out at ``Timeouts``): the
+  destination is down; everything for it waits, with the same doubling delay, while the
+  other destinations go on.
+
+Delivery is at least once: the marker is written after the destination's answer, so an
+object whose answer was lost (the node killed between the two) is sent again after the
+restart, with the same SOP Instance UID. A PACS keeps one instance per SOP Instance UID, so
+the second copy replaces, or is refused as a duplicate of, the first; no object is lost and
+none is stored twice under two identities.
 """
 
 from __future__ import annotations
@@ -135,14 +142,27 @@ class Outbox:
         return target
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long, in seconds, the forwarder waits on a destination: to connect (TCP and TLS), for
+    its association answer, for each DIMSE response, and in silence. The node passes its own
+    [limits] values; a destination that never answers is let go, and retried, at these."""
+
+    connect: float = 10.0
+    acse: float = 10.0
+    dimse: float = 60.0
+    network: float = 60.0
+
+
 class Forwarder:
     """One destination with its own queue and back-off; ``send`` is one association, ``run`` the
     loop of the destination's thread."""
 
     def __init__(self, outbox: Path, rejected: Path, destination: Destination, calling_ae: str, log: EventLog,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, timeouts: Timeouts = Timeouts()) -> None:
         self.queue = Outbox(outbox, rejected, destination)
+        self.timeouts = timeouts
         self.tls = tls  # used when the destination says tls
         self.destination = destination
         self.calling_ae = calling_ae
@@ -166,6 +186,8 @@ class Forwarder:
         from pynetdicom import AE
 
         ae = AE(ae_title=self.calling_ae)
+        ae.connection_timeout, ae.acse_timeout = self.timeouts.connect, self.timeouts.acse
+        ae.dimse_timeout, ae.network_timeout = self.timeouts.dimse, self.timeouts.network
         for sop_class, syntaxes in PROPOSED:
             ae.add_requested_context(sop_class, list(syntaxes))
         target = self.destination

@@ -6,6 +6,10 @@ class and method and, for a DICOM source, one Secondary Capture per class and me
 new series per method), optionally an SR with the findings (TID 1500 or Basic Text) and a
 Segmentation of where each map points. Overlays and
 captures are scaled so that their longest side is at most ``max_size``.
+
+Every DICOM object is built from the source header as ``source_header.result_source`` repairs
+it, and on its own: an object that cannot be built is listed in the record's ``failed``
+(which object, why, pseudonymised) and the others are kept and sent.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +31,8 @@ from ...models.manifest import slug
 from ..errors import InputError
 from ..maps.methods import ClassChoice, GraphMethod
 from ..maps.render import class_maps, explained_targets
-from ..maps.sheet import fit
 from ..results.prediction import Prediction, Predictor, model_record
+from .events import pseudonymise
 
 SCHEMA = "chexplain.node/1"
 RESULT_FILE = "result.json"
@@ -67,23 +72,42 @@ class InstanceProcessor:
         if not prediction.ok:
             raise InputError(item, prediction.error or "failed")
         start = time.perf_counter()
-        source = prediction.radiograph.header  # DICOM inputs only
+        failed: list[dict[str, str]] = []
+        source, repairs = self._source(prediction.radiograph.header, failed)  # DICOM inputs only
         files: dict[str, bytes] = {}
         regions: list[Any] = []
-        explained = self._explain(prediction, source, files, regions)
+        explained = self._explain(prediction, source, files, regions, failed)
         record = self._record(item, prediction, origin or {}, explained)
+        record["header_repairs"] = repairs
         if source is not None and self.structured_report:
-            files["sr.dcm"] = self._report(source, prediction)
-            record["structured_report"] = "sr.dcm"
+            record["structured_report"] = _built("sr.dcm", lambda: self._report(source, prediction), files, failed)
         if regions:
-            files["seg.dcm"] = self._segmentation(source, regions)
-            record["segmentation"] = "seg.dcm"
+            record["segmentation"] = _built("seg.dcm", lambda: self._segmentation(source, regions), files, failed)
+        record["failed"] = failed
         record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
         files[RESULT_FILE] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()  # strict JSON, always
         return files, record
 
-    def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes],
-                 regions: list[Any]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _source(header: Any, failed: list[dict[str, str]]) -> tuple[Any, dict[str, str]]:
+        """The header every result object copies from, and what had to be repaired in it; None
+        (and why, in ``failed``) when its identifying UIDs cannot be copied into new objects
+        (a file from the watched folder: the SCP refuses such instances)."""
+        if header is None:
+            return None, {}
+        from .received import IDENTIFIERS, uid_problem
+        from .source_header import result_source
+
+        invalid = [f"{keyword} {problem}" for keyword in IDENTIFIERS if (problem := uid_problem(header.get(keyword, "")))]
+        if invalid:
+            failed.append({"object": "DICOM results", "error": "; ".join(invalid)})
+            return None, {}
+
+        repaired, repairs = result_source(header)
+        return repaired, repairs.changed
+
+    def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes], regions: list[Any],
+                 failed: list[dict[str, str]]) -> list[dict[str, Any]]:
         """The overlays and captures of every explained class and method into ``files``; their
         top-relevance regions into ``regions`` when a segmentation is wanted."""
         classes = self.predictor.manifest.classes
@@ -100,13 +124,16 @@ class InstanceProcessor:
             entry = explained.setdefault(item.rank, {"class": name, "probability": prediction.probabilities[name],
                                                      "files": {}})
             label = item.method.label
-            image = fit(item.overlay(radiograph.pixels, self.opacity), self.max_size)
+            image = item.overlay(radiograph.pixels, self.opacity, self.max_size)
             stem = f"{item.rank}-{slug(name)}-{slug(label)}"
             files[f"overlay-{stem}.png"] = png_bytes(image)
             written = {"overlay": f"overlay-{stem}.png"}
             if source is not None:
-                written.update(self._capture(source, image, stem, name, entry["probability"], label, series[label],
-                                             FIRST_SERIES_NUMBER + self.methods.index(item.method), item.rank, files))
+                capture, uid = f"sc-{stem}.dcm", generate_uid()
+                number = FIRST_SERIES_NUMBER + self.methods.index(item.method)
+                if _built(capture, partial(self._capture, source, image, name, entry["probability"], label,
+                                           series[label], number, item.rank, uid), files, failed):
+                    written.update({"secondary_capture": capture, "sop_instance_uid": uid})
                 if self.segmentation:
                     from .segmentation import Region, relevance_region
 
@@ -114,8 +141,8 @@ class InstanceProcessor:
             entry["files"][label] = written
         return list(explained.values())
 
-    def _capture(self, source: Any, image: np.ndarray, stem: str, name: str, probability: float, method: str,
-                 series_uid: str, series_number: int, rank: int, files: dict[str, bytes]) -> dict[str, str]:
+    def _capture(self, source: Any, image: np.ndarray, name: str, probability: float, method: str,
+                 series_uid: str, series_number: int, rank: int, sop_instance_uid: str) -> bytes:
         from .secondary_capture import secondary_capture, to_bytes
 
         manifest = self.predictor.manifest
@@ -126,10 +153,9 @@ class InstanceProcessor:
             source, image, series_uid=series_uid, series_number=series_number, instance_number=rank,
             series_description=f"chexplain {method} - NOT FOR DIAGNOSTIC USE", captions=captions,
             derivation=f"{method} heatmap for {name} (p={probability:.3f}) by chexplain {__version__}, model {manifest.name}",
-            algorithm=self.algorithm(), compress=self.compress,
+            algorithm=self.algorithm(), compress=self.compress, sop_instance_uid=sop_instance_uid,
         )
-        files[f"sc-{stem}.dcm"] = to_bytes(ds)
-        return {"secondary_capture": f"sc-{stem}.dcm", "sop_instance_uid": str(ds.SOPInstanceUID)}
+        return to_bytes(ds)
 
     def _report(self, source: Any, prediction: Prediction) -> bytes:
         from pydicom.uid import generate_uid
@@ -181,6 +207,21 @@ class InstanceProcessor:
             "explained": explained,
             "structured_report": None,
             "segmentation": None,
+            "header_repairs": {},
+            "failed": [],
             "timing_ms": dict(prediction.timing_ms),
             "warnings": prediction.warnings,
         }
+
+
+def _built(name: str, build: Any, files: dict[str, bytes], failed: list[dict[str, str]]) -> str | None:
+    """``files[name] = build()``; when it raises, the failure (object and pseudonymised reason)
+    joins ``failed`` and the other objects go on. The name, or None."""
+    try:
+        files[name] = build()
+    except Exception as error:  # one object's failure (a bug, a value a library refuses) is not the result's
+        detail = str(error).splitlines()[0] if str(error) else ""
+        failed.append({"object": name, "error": pseudonymise(f"{type(error).__name__}: {detail}")[:300]})
+        return None
+    return name
+

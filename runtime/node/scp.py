@@ -7,19 +7,24 @@ Presentation contexts: Verification (C-ECHO) and the CR and DX storage SOP class
 transfer syntax pydicom can decode here. A C-STORE is answered Success only once the instance
 is stored durably; Out of Resources (A700) when the queue is full or storing failed.
 
-Every connection is bounded before its caller is known (limits.py): connections per address,
-the time to send a whole A-ASSOCIATE-RQ and each PDU, the PDU length we advertise and
-accept, the size of one dataset; pynetdicom's association count and timeouts do the rest.
+Every connection is bounded before its caller is known: admitted or closed before an
+association exists for it, with capacity kept for known callers (admission.py); then the
+time to send a whole A-ASSOCIATE-RQ, each PDU and each DIMSE message, the PDU length we
+advertise and accept, the size of one dataset (limits.py); pynetdicom's timeouts do the rest.
 """
 
 from __future__ import annotations
 
+import socketserver
+import threading
 from typing import Any
 
+from .admission import Admission, AdmissionLimits, AdmittingServer
 from .config import NodeConfig
 from .events import EventLog, uid_hash
-from .limits import ConnectionLimits, guard_connection
-from .tls import SECURE_PORT, accept
+from .limits import ConnectionLimits
+from .received import CANNOT_UNDERSTAND, refusal
+from .tls import SECURE_PORT
 from .worker import Node
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -54,12 +59,6 @@ def _loopback(host: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
 
-def _tls_reason(error: Exception) -> str:
-    """One line: OpenSSL's reason ('CERTIFICATE_VERIFY_FAILED', 'WRONG_VERSION_NUMBER', ...) or the socket's."""
-    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or type(error).__name__
-    return str(reason)
-
-
 class StorageSCP:
     """The listening AE; ``start`` returns once it listens, ``stop`` closes it."""
 
@@ -75,18 +74,27 @@ class StorageSCP:
         self.ae.network_timeout = config.network_timeout_s
         self.tls = config.server_tls()
         self.limits = ConnectionLimits(max_pdu_bytes=config.max_pdu_size, max_dataset_bytes=config.max_dataset_mb << 20,
-                                       request_timeout_s=config.acse_timeout_s, pdu_timeout_s=config.network_timeout_s)
+                                       request_timeout_s=config.acse_timeout_s, pdu_timeout_s=config.network_timeout_s,
+                                       message_timeout_s=config.dimse_timeout_s)
+        self.admission = Admission(AdmissionLimits(config.max_associations, config.max_associations_per_address,
+                                                   config.reserved_associations),
+                                   known=(address for caller in config.callers for address in caller.addresses))
         self.ae.add_supported_context(VERIFICATION)
         syntaxes = decodable_transfer_syntaxes()
         for sop_class in RADIOGRAPH_STORAGE:
             self.ae.add_supported_context(sop_class, syntaxes)
-        self.handlers = [(evt.EVT_CONN_OPEN, self._on_connection), (evt.EVT_REQUESTED, self._on_requested),
-                         (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, self._on_echo)]
+        self.handlers = [(evt.EVT_REQUESTED, self._on_requested),
+                         (evt.EVT_ACCEPTED, self._on_accepted), (evt.EVT_C_STORE, self._on_store),
+                         (evt.EVT_C_ECHO, self._on_echo)]
         self.server: Any = None
 
     def start(self) -> None:
-        self.server = self.ae.start_server((self.config.host, self.config.port), block=False,
-                                           evt_handlers=self.handlers)
+        server = self.ae.make_server((self.config.host, self.config.port), evt_handlers=self.handlers,
+                                     server_class=AdmittingServer)
+        server.admit_with(self.admission, self.limits, self.tls,
+                          lambda address, event, reason: self.log(event, address=address, reason=reason))
+        threading.Thread(target=server.serve_forever, name="chexplain-scp", daemon=True).start()
+        self.server = server
         self.log("listening", ae_title=self.config.ae_title, host=self.config.host, port=self.config.port,
                  storage=list(RADIOGRAPH_STORAGE.values()), max_associations=self.config.max_associations,
                  max_associations_per_address=self.config.max_associations_per_address,
@@ -102,30 +110,12 @@ class StorageSCP:
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
+            socketserver.BaseServer.shutdown(self.server)  # pynetdicom's shutdown also unlists it from the AE
+            self.server.server_close()
             self.server = None
 
-    def _on_connection(self, event: Any) -> None:
-        """A new connection, before a byte is read: refused when its address already holds its
-        share of the associations, else read through the guard."""
-        address = str(event.address[0])
-        socket = event.assoc.dul.socket
-        held = sum(1 for assoc in self.ae.active_associations
-                   if assoc is not event.assoc and str(assoc.requestor.address) == address)
-        if held >= self.config.max_associations_per_address:
-            self.log("connection_refused", address=address, reason=f"{held} associations from this address "
-                     f"(limit {self.config.max_associations_per_address})")
-            socket.close()
-            return
-        if self.tls is not None:
-            try:
-                accept(socket, self.tls, self.config.acse_timeout_s)
-            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError; a timeout too
-                self.log("tls_refused", address=address, reason=_tls_reason(error))
-                socket.close()
-                return
-        guard_connection(socket, self.limits,
-                         lambda reason: self.log("connection_closed", address=address, reason=reason))
+    def _on_accepted(self, event: Any) -> None:
+        self.admission.know(str(event.assoc.requestor.address))
 
     def _on_requested(self, event: Any) -> None:
         requestor = event.assoc.requestor
@@ -147,11 +137,22 @@ class StorageSCP:
         self.log("echo", calling_ae=str(event.assoc.requestor.ae_title).strip())
         return SUCCESS
 
-    def _on_store(self, event: Any) -> int:
+    def _on_store(self, event: Any) -> Any:
+        """Success once the instance is kept; Out of Resources when it cannot be now; Cannot
+        Understand (with an error comment) for an instance whose UIDs are not valid."""
+        from pydicom.dataset import Dataset
+
         request = event.request
         origin = {"calling_ae": str(event.assoc.requestor.ae_title).strip(),
                   "sop": uid_hash(str(request.AffectedSOPInstanceUID)),
                   "sop_class": RADIOGRAPH_STORAGE.get(str(request.AffectedSOPClassUID), str(request.AffectedSOPClassUID))}
+        problem = refusal(event.encoded_dataset(include_meta=False), str(event.context.transfer_syntax),
+                          str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
+        if problem:
+            self.log("store_refused", reason=problem, **origin)
+            status = Dataset()
+            status.Status, status.ErrorComment = CANNOT_UNDERSTAND, problem[:64]
+            return status
         try:
             outcome = self.node.submit(event.encoded_dataset(), ".dcm", key=origin["sop"], origin=origin)
         except OSError as error:

@@ -79,9 +79,10 @@ class Algorithm:
                                       + "; NOT FOR DIAGNOSTIC USE")[:1024])
 
 
-def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: Algorithm | None = None) -> Any:
-    """A new instance of ``sop_class_uid`` made by chexplain from ``source``: file meta, new SOP
-    Instance UID, the source's patient and study attributes (Type 2 ones present even when
+def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: Algorithm | None = None,
+                    sop_instance_uid: str | None = None) -> Any:
+    """A new instance of ``sop_class_uid`` made by chexplain from ``source``: file meta, SOP
+    Instance UID (new unless given), the source's patient and study attributes (Type 2 ones present even when
     empty), equipment (with ``algorithm`` as contributing equipment), and creation and
     content date/time."""
     import_pydicom()
@@ -92,7 +93,7 @@ def derived_dataset(source: Any, sop_class_uid: str, now: datetime, algorithm: A
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = sop_class_uid
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     for keyword in SHARED_ATTRIBUTES:
@@ -123,14 +124,15 @@ def lossless_syntax() -> str | None:
 
 def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_number: int, instance_number: int,
                       series_description: str, derivation: str, captions: tuple[str, ...] = (),
-                      algorithm: Algorithm | None = None, compress: bool = True, now: datetime | None = None) -> Any:
+                      algorithm: Algorithm | None = None, compress: bool = True, now: datetime | None = None,
+                      sop_instance_uid: str | None = None) -> Any:
     """A Secondary Capture dataset (8-bit RGB, banner and ``captions`` burned in on top) in
     ``source``'s study; compressed losslessly when ``compress`` and an encoder is installed."""
     pydicom = import_pydicom()
     from pydicom.dataset import Dataset
 
     rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
-    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now(), algorithm)
+    ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now(), algorithm, sop_instance_uid)
     for keyword in OPTIONAL_IMAGE:
         if keyword in source:
             setattr(ds, keyword, source.get(keyword))

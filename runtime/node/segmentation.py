@@ -50,13 +50,13 @@ def relevance_region(heat: np.ndarray, fraction: float = TOP_REGION_FRACTION) ->
     and linear in the pixel count (a selection, not a sort: a full-size radiograph has
     millions of pixels). Empty when the map has no positive value.
     """
-    flat = np.asarray(heat, np.float32).ravel()
-    positive = flat[flat > 0]
+    heat = np.asarray(heat, np.float32)
+    positive = heat[heat > 0]  # one copy of the positive values, selected in place below
     if positive.size == 0:
-        return np.zeros(np.shape(heat), bool)
-    k = min(positive.size, max(1, int(round(fraction * flat.size))))
-    threshold = np.partition(positive, positive.size - k)[positive.size - k]
-    return (np.asarray(heat) >= threshold) & (np.asarray(heat) > 0)
+        return np.zeros(heat.shape, bool)
+    k = min(positive.size, max(1, int(round(fraction * heat.size))))
+    positive.partition(positive.size - k)
+    return heat >= positive[positive.size - k]  # the threshold is positive: nothing at or below zero
 
 
 def _category(finding: str) -> Any:

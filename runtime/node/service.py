@@ -16,7 +16,7 @@ from ..maps.methods import choose_classes, graph_methods, select_methods
 from ..results.prediction import Predictor
 from .config import NodeConfig
 from .events import EventLog, route_library_logs
-from .forwarder import Forwarder
+from .forwarder import Forwarder, Timeouts
 from .processor import InstanceProcessor
 from .spool import Spool
 from .worker import Node
@@ -86,8 +86,10 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
     _import_pydicom_once()
     node.start()
     tls = config.client_tls() if any(destination.tls for destination in config.forward) else None
-    forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics, tls=tls)
-                  for destination in config.forward]
+    timeouts = Timeouts(connect=config.acse_timeout_s, acse=config.acse_timeout_s, dimse=config.dimse_timeout_s,
+                        network=config.network_timeout_s)
+    forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics, tls=tls,
+                            timeouts=timeouts) for destination in config.forward]
 
     def unsent() -> dict[str, Any]:
         return {"unsent": {forwarder.name: len(forwarder.queue.unsent()) for forwarder in forwarders}}

@@ -1,9 +1,10 @@
 """DICOM secure transport (PS3.15 annex B, the BCP 195 profile): TLS 1.2 or later with X.509
 certificates, for the Storage SCP and for the forwarder's associations.
 
-The SCP does each handshake in the connection's own thread, bounded by the ACSE timeout:
-pynetdicom's own TLS server handshakes in the thread that accepts connections, where one
-silent client would stop everyone else from connecting.
+The SCP does each handshake in the connection's own thread, bounded by the ACSE timeout and
+before the connection becomes an association (admission.py): pynetdicom's own TLS server
+handshakes in the thread that accepts connections, where one silent client would stop
+everyone else from connecting.
 """
 
 from __future__ import annotations
@@ -55,13 +56,12 @@ def client_context(certificate: Path | None, key: Path | None, ca_bundle: Path |
     return context
 
 
-def accept(association_socket: Any, context: ssl.SSLContext, timeout_s: float) -> None:
-    """Replace the connection's socket (pynetdicom's AssociationSocket.socket) with a TLS socket
-    after a handshake of at most ``timeout_s``; raises ssl.SSLError or OSError when it fails."""
-    raw = association_socket.socket
+def handshake(raw: Any, context: ssl.SSLContext, timeout_s: float) -> ssl.SSLSocket:
+    """The accepted socket ``raw`` as a TLS socket after a handshake of at most ``timeout_s``
+    (its timeout restored after); raises ssl.SSLError or OSError when it fails."""
     previous = raw.gettimeout()
     raw.settimeout(timeout_s)
     secure = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
     secure.do_handshake()
     secure.settimeout(previous)
-    association_socket.socket = secure
+    return secure

@@ -41,6 +41,14 @@ def is_partial(path: Path) -> bool:
     return path.name.startswith(".") or path.name.lower().endswith(PARTIAL_SUFFIXES)
 
 
+def known_format(data: bytes) -> bool:
+    """Whether the bytes begin as a PNG, a JPEG or a DICOM Part 10 file (or are too short to tell yet)."""
+    from ..inputs.bitmap import JPEG_SIGNATURE, PNG_SIGNATURE
+
+    return (data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE)) or len(data) < DICOM_PREAMBLE
+            or data[128:DICOM_PREAMBLE] == b"DICM")
+
+
 def looks_complete(data: bytes) -> bool:
     """Whether a file's bytes are whole by its format's own account. Content of no known format
     counts as complete: the reader then says what it is not."""
@@ -58,7 +66,13 @@ def looks_complete(data: bytes) -> bool:
 
 
 def _dicom_complete(data: bytes) -> bool:
-    """pydicom reads a cut file without complaint, dropping a cut pixel data element or reading it short."""
+    """pydicom reads a cut file without complaint, dropping a cut pixel data element or reading it short.
+    A deflated dataset is whole when its deflate stream ends (followed without keeping it)."""
+    from ..inputs.dicom_bounds import deflate_complete, deflated_body
+
+    body = deflated_body(data)
+    if body is not None:
+        return deflate_complete(body)
     try:
         import pydicom
 
@@ -90,14 +104,22 @@ class FolderWatcher:
         self.poll_s = poll_s
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, stable since)
         # path -> (size, mtime_ns, what) for the version of a file already reported and set aside:
-        # "unreadable", "waiting" (looks cut short), "stuck" (cannot be moved to the done folder)
+        # "unreadable", "waiting" (looks cut short), "stuck" (cannot be moved to the done folder),
+        # "skipped" (not an image file: left in place)
         self._held: dict[Path, tuple[int, int, str]] = {}
+        self._links: set[Path] = set()  # symbolic links already reported: never followed
 
     def complete_files(self, now: float) -> list[Path]:
         """Files whose size and mtime have not changed for ``settle_s`` (oldest first)."""
-        current = {}
+        current, links = {}, set()
         for entry in os.scandir(self.folder):
             path = Path(entry.path)
+            if entry.is_symlink() and not is_partial(path):
+                links.add(path)
+                if path not in self._links:
+                    self.log("watch_skipped", file=uid_hash(path.name), reason="a symbolic link: not followed (a link "
+                             "can point anywhere); move or copy the file itself into the folder")
+                continue
             if not entry.is_file(follow_symlinks=False) or is_partial(path):
                 continue
             stat = entry.stat(follow_symlinks=False)
@@ -105,7 +127,7 @@ class FolderWatcher:
             previous = self._seen.get(path)
             since = previous[2] if previous and previous[:2] == signature else now
             current[path] = (*signature, since)
-        self._seen = current
+        self._seen, self._links = current, links
         self._held = {p: held for p, held in self._held.items() if p in current and current[p][:2] == held[:2]}
         ready = [p for p, (_, _, since) in current.items() if now - since >= self.settle_s]
         return sorted(ready, key=lambda p: (current[p][1], p.name))
@@ -121,13 +143,16 @@ class FolderWatcher:
         the node has it, move it to the done folder."""
         held = self._held.get(path, (0, 0, ""))[2]
         stable_for = now - self._seen.get(path, (0, 0, now))[2]
-        if held in ("unreadable", "stuck") or (held == "waiting" and stable_for < INCOMPLETE_FACTOR * self.settle_s):
+        if held in ("unreadable", "stuck", "skipped") or (held == "waiting" and stable_for < INCOMPLETE_FACTOR * self.settle_s):
             return held
         try:
             data = path.read_bytes()
         except OSError as error:
             self._hold(path, "unreadable", error=error.strerror or str(error))
             return "unreadable"
+        if not known_format(data):
+            self._hold(path, "skipped", size=len(data), reason="not a PNG, JPEG or DICOM file; left where it is")
+            return "skipped"
         if not looks_complete(data) and stable_for < INCOMPLETE_FACTOR * self.settle_s:
             self._hold(path, "waiting", size=len(data), reason="looks cut short; waiting for the writer")
             return "waiting"
@@ -157,9 +182,13 @@ class FolderWatcher:
             if error.errno != errno.EXDEV:
                 raise
         partial = target.with_name(f".{target.name}.partial")
-        write_durably(partial, path.read_bytes())
-        shutil.copystat(path, partial)
-        os.replace(partial, target)
+        try:
+            write_durably(partial, path.read_bytes())
+            shutil.copystat(path, partial)
+            os.replace(partial, target)
+        except OSError:  # a full disk: no partial copy is left behind; the file stays where it was
+            partial.unlink(missing_ok=True)
+            raise
         fsync_dir(self.done_dir)
         path.unlink()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .events import EventLog, Metrics
+from .events import EventLog, Metrics, pseudonymise
 from .processor import InstanceProcessor
 from .spool import Spool, digest, item_id, item_key
 
@@ -144,6 +144,9 @@ class Node:
         self.metrics.done(latency_ms)
         self.log("explained", item=item_id(item), findings=record["findings"], files=len(files),
                  ms=round(latency_ms, 1), **origin)
+        if record.get("failed") or record.get("header_repairs"):
+            self.log("results_incomplete" if record.get("failed") else "header_repaired", item=item_id(item),
+                     failed=record.get("failed", []), repaired=record.get("header_repairs", {}), **origin)
         if self.on_result:
             self.on_result()
 
@@ -176,7 +179,7 @@ class Node:
         if self._writing(lambda: self.spool.quarantine(item, reason), item) is None:
             return
         self.metrics.count("failed")
-        self.log("quarantined", item=item_id(item), reason=reason.splitlines()[0][:300], **origin)
+        self.log("quarantined", item=item_id(item), reason=pseudonymise(reason.splitlines()[0])[:300], **origin)
 
     def health(self) -> dict[str, Any]:
         return self.metrics.snapshot(queue=self.depth, **({"cannot_write": self._cannot_write} if self._cannot_write

@@ -15,8 +15,11 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def dx_from_png(png: Path, out: Path, *, body_part: str = "CHEST", sop_class: str = DX_FOR_PRESENTATION,
-                pixels: bool = True, study_uid: str | None = None) -> Path:
-    """A 12-bit DX (For Presentation) instance holding the PNG's pixels, new UIDs each call."""
+                pixels: bool = True, study_uid: str | None = None, type_1_only: bool = False,
+                **values: str) -> Path:
+    """A 12-bit DX (For Presentation) instance holding the PNG's pixels, new UIDs each call;
+    ``type_1_only``: without the Type 2 and 3 patient, study and series attributes (what an
+    anonymiser may leave); ``values``: attributes set last, as given (invalid ones too)."""
     gray = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -34,6 +37,13 @@ def dx_from_png(png: Path, out: Path, *, body_part: str = "CHEST", sop_class: st
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.PatientOrientation = ["L", "F"]
+    if type_1_only:
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                        "StudyID", "AccessionNumber", "ReferringPhysicianName", "BodyPartExamined", "ViewPosition",
+                        "SeriesNumber", "InstanceNumber", "PatientOrientation"):
+            del ds[keyword]
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
     if pixels:
         ds.Rows, ds.Columns = gray.shape
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

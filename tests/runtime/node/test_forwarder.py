@@ -21,7 +21,7 @@ from pynetdicom import AE, evt
 from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
 from chexplain.runtime.node.config import Destination
 from chexplain.runtime.node.events import EventLog, Metrics
-from chexplain.runtime.node.forwarder import Forwarder, Unreachable
+from chexplain.runtime.node.forwarder import Forwarder, Timeouts, Unreachable
 from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
 from chexplain.runtime.node.spool import Spool
 
@@ -267,3 +267,19 @@ def test_a_capture_the_destination_takes_in_no_syntax_we_can_give_is_set_aside(t
     assert not scps[0].stored and not forwarder.queue.unsent()
     [rejected] = [e for e in events if e["event"] == "forward_rejected"]
     assert JPEG_2000_LOSSLESS in rejected["reason"]
+
+
+def test_a_destination_that_accepts_and_never_answers_is_let_go_at_the_acse_timeout(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    outbox_with(spool, 1)
+    with socket.socket() as silent:  # takes the connection, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        destination = Destination("PACS", "127.0.0.1", silent.getsockname()[1])
+        forwarder = Forwarder(spool.outbox, spool.rejected, destination, "CHEXPLAIN", EventLog(io.StringIO()),
+                              timeouts=Timeouts(connect=1.0, acse=1.0, dimse=1.0, network=1.0))
+        started = time.monotonic()
+        with pytest.raises(Unreachable):
+            forwarder.send(forwarder.queue.unsent())
+        assert time.monotonic() - started < 5  # pynetdicom's own default would wait 30 s
+    assert len(forwarder.queue.unsent()) == 2  # kept for the next try

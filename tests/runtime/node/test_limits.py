@@ -73,14 +73,48 @@ def test_a_declared_length_is_refused_at_its_header_before_any_body():
 
 def test_deadlines_for_the_request_and_for_each_pdu():
     guard = PduGuard(LIMITS, connected_at=100.0)
-    assert guard.deadline() == 110.0  # the A-ASSOCIATE-RQ within request_timeout_s of connecting
+    assert guard.deadline()[0] == 110.0  # the A-ASSOCIATE-RQ within request_timeout_s of connecting
     request = associate_rq()
     guard.feed(request[:20], now=101.0)
-    assert guard.deadline() == 110.0
+    assert guard.deadline()[0] == 110.0
     guard.feed(request[20:], now=102.0)
     assert guard.deadline() is None
     store = c_store(5_000)
     guard.feed(store[:3], now=200.0)  # a PDU begun: it must be whole within pdu_timeout_s of its first byte
-    assert guard.deadline() == 230.0
+    assert guard.deadline()[0] == 230.0
     guard.feed(store[3:], now=201.0)
+    assert guard.deadline() is None
+
+
+def command(data_set_type: int) -> bytes:
+    """A command set (implicit VR little endian) with its Command Data Set Type."""
+    elements = [(0x0100, struct.pack("<H", 0x0030)), (0x0800, struct.pack("<H", data_set_type))]  # C-ECHO-RQ
+    body = b"".join(struct.pack("<HHL", 0x0000, element, len(value)) + value for element, value in elements)
+    return struct.pack("<HHLL", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def test_a_message_trickled_in_small_pdus_is_cut_at_the_message_timeout():
+    guard = PduGuard(LIMITS, connected_at=0.0)
+    guard.feed(associate_rq(), now=0.5)
+    guard.feed(pdu(0x04, pdv(COMMAND_LAST, bytes(100))), now=1.0)  # a command that announces a dataset
+    now = 1.0
+    while (awaited := guard.deadline()) is not None and now < awaited[0]:
+        now += 4.0  # one 300-byte PDU every 4 s: each PDU whole at once, the message never
+        guard.feed(pdu(0x04, pdv(DATASET, bytes(300))), now=now)
+    deadline, what = awaited
+    assert deadline < 1.0 + LIMITS.message_timeout_s + 1 and "DIMSE message" in what
+
+
+def test_a_large_message_that_flows_is_never_cut_and_a_command_alone_ends_its_message():
+    guard = PduGuard(ConnectionLimits(max_pdu_bytes=1 << 16, max_dataset_bytes=1 << 30, request_timeout_s=10.0,
+                                      pdu_timeout_s=30.0, message_timeout_s=5.0), connected_at=0.0)
+    guard.feed(associate_rq(), now=0.0)
+    guard.feed(pdu(0x04, pdv(COMMAND_LAST, command(0x0101))), now=1.0)  # C-ECHO: no dataset follows
+    assert guard.deadline() is None
+    guard.feed(pdu(0x04, pdv(COMMAND_LAST, command(0x0000))), now=2.0)  # a dataset follows
+    assert guard.deadline() is not None
+    for second in range(1, 600):  # 10 minutes at 128 KiB/s: 75 MiB, twice the slowest rate allowed
+        guard.feed(pdu(0x04, pdv(DATASET, bytes(1 << 15))) * 4, now=2.0 + second)
+        assert guard.deadline()[0] > 2.0 + second
+    guard.feed(pdu(0x04, pdv(DATASET_LAST, bytes(10))), now=700.0)
     assert guard.deadline() is None

@@ -167,6 +167,24 @@ def test_watch_takes_complete_files_and_quarantines_bad_ones(node_model, dx_file
         ["png-radiograph.png", "dx.dcm", "empty.dcm", "corrupt.dcm", "arrived.png"])
 
 
+def test_a_watched_dicom_with_invalid_uids_gets_its_overlays_and_no_dicom_objects(node_model, tmp_path):
+    drop, spool = tmp_path / "drop", tmp_path / "spool"
+    drop.mkdir()
+    dx_from_png(IMAGES / "00001369_000.png", drop / "bad-uid.dcm", StudyInstanceUID="../../../../tmp/x")
+    watcher = NodeProcess(["watch", str(drop), "--model", str(node_model), "--spool", str(spool), "--settle", "0.3",
+                           "--sr", "--health-interval", "1"], tmp_path / "watch.log").start(wait_for="watching")
+    try:
+        watcher.wait_for(lambda: len(results(spool)) == 1, 120, "one result")
+    finally:
+        assert watcher.stop() == 0
+    [record] = results(spool)
+    assert record["failed"] == [{"object": "DICOM results", "error": "StudyInstanceUID is not a UID (digits and dots, "
+                                                                     "no empty or zero-led component)"}]
+    files = {f.name for f in (spool / "outbox" / record["item"]).iterdir()}
+    assert any(n.startswith("overlay-") for n in files) and not any(n.endswith(".dcm") for n in files)
+    assert "../../../../tmp/x" not in (tmp_path / "watch.log").read_text()
+
+
 def test_sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing(node_model, tmp_path):
     burst = tmp_path / "burst"
     burst.mkdir()
@@ -258,7 +276,8 @@ retry_max_s = 1
 
 
 def test_library_warnings_reach_the_json_log_pseudonymised(node_model, dx_files, tmp_path):
-    """pydicom warns about an invalid UID quoting it; the node's log carries the warning, hashed."""
+    """pydicom warns about an invalid UID quoting it; the node refuses the instance (Cannot
+    Understand) and its log carries the warning, hashed."""
     import warnings
 
     ds = pydicom.dcmread(dx_files[0])
@@ -271,8 +290,8 @@ def test_library_warnings_reach_the_json_log_pseudonymised(node_model, dx_files,
     spool, port = tmp_path / "spool", free_port()
     node = serve(node_model, spool, port)
     try:
-        assert store(port, [tmp_path / "leaky.dcm"]) == [0]
-        node.wait_for(lambda: len(results(spool)) + len(list((spool / "quarantine").iterdir())) == 1, 120, "handled")
+        assert store(port, [tmp_path / "leaky.dcm"]) == [0xC000]
+        node.wait_for(lambda: any(e["event"] == "store_refused" for e in node.events()), 30, "the refusal logged")
     finally:
         assert node.stop() == 0
     text = node.log_path.read_text()
@@ -280,3 +299,5 @@ def test_library_warnings_reach_the_json_log_pseudonymised(node_model, dx_files,
     assert leaky_uid not in text and "Doe" not in text
     library = [e for e in node.events() if e["event"] == "library"]
     assert library and any("Invalid value for VR UI" in e["message"] for e in library)
+    [refused] = [e for e in node.events() if e["event"] == "store_refused"]
+    assert refused["reason"].startswith("StudyInstanceUID is not a UID") and not list((spool / "inbox").glob("*.dcm"))

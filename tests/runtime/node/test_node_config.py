@@ -396,8 +396,8 @@ def test_done_on_another_filesystem_is_a_durable_copy_and_nothing_is_explained_t
         drop = tmp_path / "drop"
         drop.mkdir()
         watcher = FolderWatcher(drop, node, EventLog(io.StringIO()), done_dir=done, settle_s=0.1)
-        for name in ("a.bin", "b.bin"):
-            (drop / name).write_bytes(b"not an image " + name.encode() * 50)
+        for name in ("a.bin", "b.bin"):  # a PNG's signature and end, whatever is between (the processor is fake)
+            (drop / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 50 + b"IEND\xaeB`\x82")
         watcher.complete_files(0.0)
         assert [watcher.take(p, 1.0) for p in watcher.complete_files(1.0)] == ["accepted", "accepted"]
         assert not list(drop.iterdir()) and sorted(p.name for p in done.iterdir()) == ["a.bin", "b.bin"]
@@ -445,3 +445,88 @@ def test_the_sr_template_is_checked():
     assert NodeConfig(allow_any_caller=True, structured_report=True).check().sr_template == "tid1500"
     with pytest.raises(ConfigError, match="sr_template must be tid1500 or basic-text"):
         NodeConfig(allow_any_caller=True, sr_template="tid1501").check()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[node]\nhealth_interval_s = nan\n", "health_interval_s must be a number of seconds above 0"),
+    ("[limits]\nnetwork_timeout_s = inf\n", "network_timeout_s must be a number of seconds above 0"),
+    ("[limits]\nacse_timeout_s = nan\n", "acse_timeout_s must be a number of seconds above 0"),
+    ("[limits]\ndimse_timeout_s = 1e12\n", "at most 86400"),
+    ("[results]\nopacity = 7.5\n", "opacity must be 0-1, not 7.5"),
+    ("[limits]\nreserved_associations = 16\n", "reserved_associations must be 0-15"),
+])
+def test_settings_that_are_not_finite_or_in_range_are_refused_in_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text)).check(listening=False)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_destination_retry_that_is_not_a_finite_duration_is_refused(tmp_path, value):
+    with pytest.raises(ConfigError, match="retry_initial_s must be positive numbers"):
+        load_config(write(tmp_path, f"[forward]\nae_title = 'A'\nhost = 'h'\nport = 104\nretry_initial_s = {value}\n"))
+
+
+def test_links_and_files_that_are_not_images_are_left_in_place_and_reported_once(tmp_path):
+    lines = io.StringIO()
+    node = Node(Spool(tmp_path / "spool"), FakeProcessor(), EventLog(lines), max_queue=10)
+    node.start()
+    drop, elsewhere = tmp_path / "drop", tmp_path / "elsewhere.png"
+    drop.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "images" / "00013125_000.png", elsewhere)
+    (drop / "link.png").symlink_to(elsewhere)
+    (drop / "notes.txt").write_text("the modality's export log, dropped here by mistake\n" * 5)
+    watcher = FolderWatcher(drop, node, EventLog(lines), settle_s=0.5)
+    for now in (0.0, 1.0, 2.0, 10.0):
+        assert {p.name: watcher.take(p, now) for p in watcher.complete_files(now)} in ({}, {"notes.txt": "skipped"})
+    node.stop(5)
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    skipped = [e for e in events if e["event"] == "watch_skipped"]
+    assert len(skipped) == 2 and {e["file"] for e in skipped} == {uid_hash("link.png"), uid_hash("notes.txt")}
+    assert any("symbolic link" in e["reason"] for e in skipped) and any("not a PNG" in e["reason"] for e in skipped)
+    assert (drop / "notes.txt").exists() and (drop / "link.png").is_symlink()
+    assert not (tmp_path / "spool" / "quarantine").exists() or not any((tmp_path / "spool" / "quarantine").iterdir())
+
+
+def test_a_deflated_bomb_in_the_folder_is_judged_whole_without_being_kept_inflated(tmp_path):
+    import resource
+
+    from dicom_bombs import deflated_file
+
+    from chexplain.runtime.node.watcher import looks_complete
+
+    bomb = deflated_file(tmp_path / "bomb.dcm", 1024, 1024, 1 << 30).read_bytes()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert looks_complete(bomb) and not looks_complete(bomb[: len(bomb) // 2])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before < 64
+
+
+def test_a_full_done_folder_leaves_no_partial_copy_and_the_file_where_it_was(tmp_path, monkeypatch):
+    import errno
+
+    from chexplain.runtime.node import watcher as watcher_module
+
+    shm = Path("/dev/shm")
+    assert shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev, "needs /dev/shm on its own filesystem"
+    done = Path(tempfile.mkdtemp(dir=shm))
+
+    def write_half(path: Path, data: bytes) -> None:  # the done folder's disk fills up mid-copy
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(watcher_module, "write_durably", write_half)
+    try:
+        node = Node(Spool(tmp_path / "spool"), FakeProcessor(), EventLog(io.StringIO()), max_queue=10)
+        node.start()
+        drop = tmp_path / "drop"
+        drop.mkdir()
+        (drop / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"a" * 500 + b"IEND\xaeB`\x82")
+        lines = io.StringIO()
+        watcher = FolderWatcher(drop, node, EventLog(lines), done_dir=done, settle_s=0.1)
+        watcher.complete_files(0.0)
+        assert [watcher.take(p, 1.0) for p in watcher.complete_files(1.0)] == ["accepted"]
+        node.stop(5)
+        assert list(done.iterdir()) == [] and (drop / "a.png").exists()
+        assert '"watch_stuck"' in lines.getvalue() and "No space left" in lines.getvalue()
+    finally:
+        shutil.rmtree(done)

@@ -5,6 +5,7 @@ still applies."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ssl
 import subprocess
@@ -84,6 +85,26 @@ def test_no_certificate_a_strangers_certificate_and_plain_tcp_are_refused(tls_no
     assert tls_store(port, dx_files[2], caller_context(pki, pki.caller_cert, pki.caller_key), calling="STRANGER") is None
     assert any(e["event"] == "association_rejected" and e["calling_ae"] == "STRANGER" for e in node.events())
     assert len(results(spool)) == before
+
+
+def test_failed_handshakes_from_the_modalitys_own_address_hold_no_slot(tls_node, pki, dx_files):
+    """Each failed handshake ends before an association exists: at once, the modality is served."""
+    import socket
+    import time
+
+    node, port, _ = tls_node
+    for _ in range(5):  # a modality misconfigured for a moment: plain TCP to the TLS port, then closed
+        with socket.create_connection(("127.0.0.1", port)) as peer:
+            peer.sendall(b"\x01\x00" + bytes(200))
+            peer.settimeout(5)
+            with contextlib.suppress(OSError):
+                peer.recv(64)  # a TLS alert, or the close
+    for _ in range(5):  # and with a certificate from another CA
+        assert tls_store(port, dx_files[3], caller_context(pki, pki.stranger_cert, pki.stranger_key)) is None
+    started = time.monotonic()
+    assert tls_store(port, dx_files[3], caller_context(pki, pki.caller_cert, pki.caller_key)) == 0x0000
+    assert time.monotonic() - started < 1.0
+    assert len([e for e in node.events() if e["event"] == "tls_refused"]) >= 10
 
 
 def test_listening_without_tls_beyond_loopback_is_warned_about():
