@@ -1,7 +1,7 @@
 # chexplain: `make export` exports the default model with its explanations, builds a TensorRT
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
 # `make engine` builds the engine only; `make gpu-check` checks and times engines on a GPU or a
-# Jetson; `make test` runs the test suite (installing dcmtk, OpenSSL, Orthanc and Chromium
+# Jetson; `make test` runs the test suite (installing dcmtk, dicom3tools, OpenSSL, Orthanc and Chromium
 # where they are missing); `make lint` checks the code with ruff; `make demo-model`
 # retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
 # evaluates its explanations on held-out phantoms (README "The study's claim"). All create and reuse
@@ -57,7 +57,7 @@ test: $(VENV)/.installed-dev system-packages
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-# dcmtk, OpenSSL, Orthanc and Chromium for the DICOM node's and the reports' tests (apt-get, where missing).
+# dcmtk, dicom3tools, OpenSSL, Orthanc and Chromium for the DICOM node's and the reports' tests (apt-get, where missing).
 system-packages:
 	bash .ci/system-packages
 

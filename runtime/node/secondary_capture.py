@@ -33,8 +33,9 @@ SHARED_ATTRIBUTES = (
     "ReferringPhysicianName", "StudyID", "AccessionNumber",
 )
 OPTIONAL_SHARED = ("SpecificCharacterSet", "StudyDescription", "IssuerOfPatientID")
-# And, for an image of the same anatomy, where it is known.
-OPTIONAL_IMAGE = ("PatientOrientation", "Laterality")
+# And, for an image of the same anatomy: Type 2C in General Image and General Series (PS3.3
+# C.7.6.1, C.7.3.1), present for an image without a frame of reference, empty when unknown.
+IMAGE_ORIENTATION = ("PatientOrientation", "Laterality")
 
 
 def _strip(text: str, width: int, height: int) -> np.ndarray:
@@ -133,9 +134,8 @@ def secondary_capture(source: Any, bgr: np.ndarray, *, series_uid: str, series_n
 
     rgb = cv2.cvtColor(with_banner(bgr, BANNER, *captions), cv2.COLOR_BGR2RGB)
     ds = derived_dataset(source, SECONDARY_CAPTURE_STORAGE, now or datetime.now(), algorithm, sop_instance_uid)
-    for keyword in OPTIONAL_IMAGE:
-        if keyword in source:
-            setattr(ds, keyword, source.get(keyword))
+    for keyword in IMAGE_ORIENTATION:
+        setattr(ds, keyword, source.get(keyword, ""))
     ds.Modality = "OT"
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number

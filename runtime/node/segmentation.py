@@ -109,4 +109,6 @@ def relevance_segmentation(source: Any, regions: Sequence[Region], *, algorithm:
     shared = seg.SharedFunctionalGroupsSequence[0]
     if "FrameOfReferenceUID" not in seg and "PixelMeasuresSequence" in shared:
         del shared.PixelMeasuresSequence
+    if "FrameOfReferenceUID" not in seg:  # Type 2C without one (PS3.3 C.7.6.1): the source's grid is the mask's
+        seg.PatientOrientation = source.get("PatientOrientation", "")
     return seg

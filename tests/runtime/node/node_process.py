@@ -58,11 +58,12 @@ class NodeProcess:
             assert time.monotonic() < deadline, f"{message}; log: {self.log_path.read_text()[-2000:]}"
             time.sleep(0.1)
 
-    def rss_mb(self) -> float:
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        """Resident memory now (``VmHWM``: the most it has held since it started), in MiB."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
+        raise AssertionError(f"no {field}")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         self.process.send_signal(sig)

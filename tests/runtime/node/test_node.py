@@ -185,6 +185,33 @@ def test_a_watched_dicom_with_invalid_uids_gets_its_overlays_and_no_dicom_object
     assert "../../../../tmp/x" not in (tmp_path / "watch.log").read_text()
 
 
+def test_a_legal_radiograph_at_the_budget_costs_a_small_multiple_of_its_decoded_size(node_model, tmp_path):
+    """8000 x 8000 x 16 bit (122 MiB decoded) under a 128 MiB budget: explained, with the node's
+    peak memory growing by at most 4.5 times the decoded size."""
+    drop, spool = tmp_path / "drop", tmp_path / "spool"
+    drop.mkdir()
+    dx_from_png(IMAGES / "00001369_000.png", tmp_path / "warm-up.dcm")
+    big = pydicom.dcmread(tmp_path / "warm-up.dcm")
+    big.SOPInstanceUID = pydicom.uid.generate_uid()
+    ramp = np.arange(8000, dtype=np.uint16)
+    big.Rows = big.Columns = 8000
+    big.PixelData = ((ramp[:, None] + ramp[None, :]) % 4096).astype(np.uint16).tobytes()
+    big.save_as(tmp_path / "big.dcm", enforce_file_format=True)
+    del big
+    watcher = NodeProcess(["watch", str(drop), "--model", str(node_model), "--spool", str(spool), "--settle", "0.3",
+                           "--health-interval", "1"], tmp_path / "watch.log").start(wait_for="watching")
+    try:
+        shutil.copy(tmp_path / "warm-up.dcm", drop / "warm-up.dcm")  # the backend's own buffers, allocated once
+        watcher.wait_for(lambda: len(results(spool)) == 1, 120, "the warm-up explained")
+        before = watcher.rss_mb("VmHWM")
+        shutil.copy(tmp_path / "big.dcm", drop / "big.dcm")
+        watcher.wait_for(lambda: len(results(spool)) == 2, 180, "the large radiograph explained")
+        growth = watcher.rss_mb("VmHWM") - before
+    finally:
+        assert watcher.stop() == 0
+    assert growth <= 4.5 * 8000 * 8000 * 2 / (1 << 20), f"peak grew by {growth:.0f} MiB"
+
+
 def test_sigkill_in_the_middle_of_a_burst_loses_and_duplicates_nothing(node_model, tmp_path):
     burst = tmp_path / "burst"
     burst.mkdir()

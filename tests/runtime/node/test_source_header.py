@@ -1,10 +1,13 @@
 """Results from imperfect headers: a DX with only its Type 1 attributes, one with every optional
 attribute, and headers with invalid values each give a Secondary Capture, both SR templates and
-a SEG, read back by pydicom and highdicom; one object that cannot be built leaves the others."""
+a SEG, read back by pydicom and highdicom and passed by dciodvfy (dicom3tools), as are those of
+the real CR test files; one object that cannot be built leaves the others."""
 
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from io import BytesIO
 
 import highdicom as hd
@@ -22,6 +25,7 @@ from chexplain.runtime.node.segmentation import Region, relevance_segmentation
 from chexplain.runtime.node.source_header import TYPE_2, result_source
 
 from dicom_builders import DX_FOR_PRESENTATION
+from helpers import RG1_J2K_MONOCHROME1, RG2_HIP, SIIM, SIIM_FLIPPED
 
 ALGORITHM = Algorithm("densenet121-chexpert", "0123456789abcdef" * 4, ("gradcam",))
 PROBABILITIES, THRESHOLDS = {"Cardiomegaly": 0.7, "Edema": 0.2}, {"Cardiomegaly": 0.5, "Edema": 0.5}
@@ -69,7 +73,7 @@ def every_object(source: Dataset) -> dict[str, Dataset]:
                                       series_uid=generate_uid(), series_number=9002),
         "basic-text": basic_text_sr(source, PROBABILITIES, THRESHOLDS, model_description="test", algorithm=ALGORITHM,
                                     series_uid=generate_uid(), series_number=9002),
-        "seg": relevance_segmentation(source, [Region("Cardiomegaly", "gradcam", np.eye(48, dtype=bool))],
+        "seg": relevance_segmentation(source, [Region("Cardiomegaly", "gradcam", np.eye(int(source.Rows), int(source.Columns), dtype=bool))],
                                       algorithm=ALGORITHM, series_uid=generate_uid(), series_number=9003),
     }
     return {kind: pydicom.dcmread(BytesIO(to_bytes(ds))) for kind, ds in made.items()}
@@ -102,7 +106,7 @@ def test_a_complete_header_keeps_its_optional_image_attributes():
     ({"StudyTime": "10:15:00"}, {"StudyTime": "101500"}, "rewritten as TM"),
     ({"PatientSex": "HOSTILEDOE"}, {"PatientSex": ""}, "not one of its defined values; written empty"),
     ({"AccessionNumber": "A" * 40}, {"AccessionNumber": ""}, "not a valid SH; written empty"),
-    ({"Laterality": "X"}, {"Laterality": None}, "left out"),
+    ({"Laterality": "X"}, {"Laterality": ""}, "left out"),
 ], ids=["impossible-date", "iso-date", "acr-nema-date", "iso-time", "sex", "long-accession", "laterality"])
 def test_invalid_values_are_repaired_and_named_without_their_value(values, expected, reason):
     source = hostile(**values)
@@ -129,3 +133,24 @@ def test_one_object_that_cannot_be_built_leaves_the_others():
         broken, [Region("Edema", "gradcam", np.ones((48, 48), bool))], algorithm=ALGORITHM, series_uid=generate_uid(),
         series_number=2)), files, failed) is None
     assert list(files) == ["sr.dcm"] and failed[0]["object"] == "seg.dcm" and "ValueError" in failed[0]["error"]
+
+
+@pytest.mark.parametrize("source", [
+    minimal_dx(), complete_dx(), hostile(PatientBirthDate="1947-12-13", PatientSex="HOSTILEDOE"),
+    *(pydicom.dcmread(path, stop_before_pixels=True) for path in (RG1_J2K_MONOCHROME1, RG2_HIP, SIIM, SIIM_FLIPPED)),
+], ids=["dx-type-1-only", "dx-every-optional", "dx-invalid-values", "cr-j2k-monochrome1", "cr-jpeg-lossless",
+        "cr-siim", "monochrome1"])
+def test_dciodvfy_finds_no_error_in_any_object(source, tmp_path):
+    """dicom3tools' validator over each object the node writes, for each kind of input it takes."""
+    for kind, ds in every_object(result_source(source)[0]).items():
+        path = tmp_path / f"{kind}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        report = subprocess.run([dciodvfy(), str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{kind}: {errors}"
+
+
+def dciodvfy() -> str:
+    path = shutil.which("dciodvfy")
+    assert path, "dciodvfy not found: the tests need dicom3tools (apt-get install dicom3tools)"
+    return path
