@@ -311,6 +311,9 @@ class BatchNormEpsilon(Rule):
     instead hands such a neuron the relevance of the shifted value, and the next rule's
     division by z + eps sign(z) then lets noise decide its sign. The epsilon itself must not
     be tiny either: it is the width over which R_x falls to 0 as y crosses zero.
+
+    ``s x / stabilise(y)`` depends on the image only: it is computed once, and each class's
+    relevance is multiplied by it, one multiply per class instead of a division and two.
     """
 
     def __init__(self, norm: nn.BatchNorm2d, stabilizer: float = DEFAULT_STABILIZER) -> None:
@@ -319,5 +322,5 @@ class BatchNormEpsilon(Rule):
         self.stabilizer = stabilizer
 
     def backward(self, grad, inputs, output):
-        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
-        return [inputs[0].unsqueeze(1) * self.gradient.backward(share, inputs, output)[0]]
+        factor = inputs[0] * self.gradient.scale / stabilize(output, self.stabilizer)
+        return [grad * factor.unsqueeze(1)]
