@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -214,7 +214,7 @@ class InstanceProcessor:
         }
 
 
-def _built(name: str, build: Any, files: dict[str, bytes], failed: list[dict[str, str]]) -> str | None:
+def _built(name: str, build: Callable[[], bytes], files: dict[str, bytes], failed: list[dict[str, str]]) -> str | None:
     """``files[name] = build()``; when it raises, the failure (object and pseudonymised reason)
     joins ``failed`` and the other objects go on. The name, or None."""
     try:
@@ -224,4 +224,3 @@ def _built(name: str, build: Any, files: dict[str, bytes], failed: list[dict[str
         failed.append({"object": name, "error": pseudonymise(f"{type(error).__name__}: {detail}")[:300]})
         return None
     return name
-
