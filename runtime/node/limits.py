@@ -24,6 +24,9 @@ pynetdicom and the socket for the rest of the connection.
 
 from __future__ import annotations
 
+import select
+import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -198,9 +201,6 @@ def await_request(raw: Any, connected_at: float, limits: ConnectionLimits,
     A TLS socket cannot be looked into without reading it: for one, only its first bytes are
     awaited (a peer that closes after its handshake, which needed a trusted certificate,
     becomes an association that ends at the ACSE timeout)."""
-    import socket
-    import ssl
-
     needed = PDU_HEADER
     previous = raw.gettimeout()
     try:
@@ -209,8 +209,6 @@ def await_request(raw: Any, connected_at: float, limits: ConnectionLimits,
             if remaining <= 0:
                 raise LimitExceeded(f"the A-ASSOCIATE-RQ did not arrive whole within {limits.request_timeout_s:g} s")
             if isinstance(raw, ssl.SSLSocket):
-                import select
-
                 if raw.pending() or select.select([raw], [], [], remaining)[0]:
                     return True
                 continue

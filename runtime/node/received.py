@@ -42,21 +42,24 @@ def uid_problem(value: Any) -> str:
     return ""
 
 
-def _header(dataset: bytes, transfer_syntax: str) -> Any:
+def _header(dataset: BytesIO, transfer_syntax: str) -> Any:
+    """The dataset's attributes up to the Series Instance UID, read where they lie (no copy of
+    the dataset; a deflated one inflated at most ``HEADER_BUDGET`` bytes)."""
     from pydicom.filereader import read_dataset
     from pydicom.uid import UID
 
     if transfer_syntax == DEFLATED:
-        dataset = inflate_start(dataset, HEADER_BUDGET)
+        with dataset.getbuffer() as compressed:
+            dataset = BytesIO(inflate_start(compressed, HEADER_BUDGET))
     syntax = UID(transfer_syntax)
-    return read_dataset(BytesIO(dataset), is_implicit_VR=syntax.is_implicit_VR,
-                        is_little_endian=syntax.is_little_endian,
+    dataset.seek(0)
+    return read_dataset(dataset, is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian,
                         stop_when=lambda tag, vr, length: tag > _LAST_IDENTIFIER)
 
 
-def refusal(dataset: bytes, transfer_syntax: str, sop_class: str, sop_instance: str) -> str:
-    """Why a C-STORE of ``dataset`` (encoded in ``transfer_syntax``) for ``sop_class`` /
-    ``sop_instance`` must be refused ('' when it may be kept)."""
+def refusal(dataset: BytesIO, transfer_syntax: str, sop_class: str, sop_instance: str) -> str:
+    """Why a C-STORE of ``dataset`` (as received, encoded in ``transfer_syntax``) for
+    ``sop_class`` / ``sop_instance`` must be refused ('' when it may be kept)."""
     problem = uid_problem(sop_instance)
     if problem:
         return f"the request's Affected SOP Instance UID {problem}"

@@ -146,7 +146,7 @@ class StorageSCP:
         origin = {"calling_ae": str(event.assoc.requestor.ae_title).strip(),
                   "sop": uid_hash(str(request.AffectedSOPInstanceUID)),
                   "sop_class": RADIOGRAPH_STORAGE.get(str(request.AffectedSOPClassUID), str(request.AffectedSOPClassUID))}
-        problem = refusal(event.encoded_dataset(include_meta=False), str(event.context.transfer_syntax),
+        problem = refusal(request.DataSet, str(event.context.transfer_syntax),
                           str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
         if problem:
             self.log("store_refused", reason=problem, **origin)

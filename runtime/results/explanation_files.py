@@ -19,6 +19,7 @@ import numpy as np
 from ...grammar import DEFAULT_OPACITY
 from ...models.manifest import slug
 from ..errors import InputError
+from ..maps.colour import overlay
 from ..maps.methods import ClassChoice, GraphMethod
 from ..maps.render import class_maps, explained_targets
 from ..maps.sheet import sheet
@@ -62,12 +63,13 @@ class ExplanationWriter:
             name = classes[item.target]
             entry = explained.setdefault(item.rank, ExplainedClass(name, prediction.probabilities[name]))
             stem = folder / f"{item.rank}_{slug(name)}_{slug(item.method.label)}"
-            image = item.overlay(radiograph.pixels, self.opacity)
+            heat = item.heat  # on the radiograph's grid, made once for the overlay and the array
+            image = overlay(radiograph.pixels, heat, item.method.signed, self.opacity)
             if not cv2.imwrite(str(stem.with_suffix(".png")), image):
                 raise InputError(stem.with_suffix(".png"), "cannot write the overlay")
             files = {"overlay": str(stem.with_suffix(".png"))}
             if self.arrays:
-                np.save(stem.with_suffix(".npy"), item.heat)
+                np.save(stem.with_suffix(".npy"), heat)
                 files["array"] = str(stem.with_suffix(".npy"))
             entry.files[item.method.label] = files
             rows.setdefault(item.rank, []).append((item.method.label, image))
