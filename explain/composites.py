@@ -64,7 +64,7 @@ class Composite:
                 return self.first.build(op, nonnegative_input)
             return (self.conv if op.kind == "conv" else self.linear).build(op, nonnegative_input)
         if op.kind == "batchnorm" and self.batchnorm == "epsilon":
-            return BatchNormEpsilon(op.module, BATCHNORM_EPSILON)
+            return BatchNormEpsilon(op.module, BATCHNORM_EPSILON, self._rectified(op, nodes))
         if op.kind in ("relu", "batchnorm", *ACTIVATIONS):
             return Pass()
         if op.kind in ("avgpool", "adaptive_avgpool", "mean"):
@@ -83,6 +83,30 @@ class Composite:
         if op.kind == "dot_product_attention":
             return DotProductAttention(op, relevance=True, stabilizer=self.stabilizer)
         return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
+
+
+    def _rectified(self, norm: OpNode, nodes: dict[str, OpNode]) -> bool:
+        """Whether relevance reaches ``norm``'s output only through one ReLU whose consumers all
+        hand it back in proportion to their input (layers with a proportional rule, average
+        pooling's Norm), so none arrives where the ReLU's output is zero."""
+        def consumers(name: str) -> list[OpNode]:
+            return [op for op in nodes.values() if name in op.inputs]
+
+        after = consumers(norm.name)
+        if len(after) != 1 or after[0].kind != "relu":
+            return False
+        first = next(op.name for op in nodes.values() if op.kind in ("conv", "linear"))
+
+        def proportional(op: OpNode) -> bool:
+            if op.kind in ("avgpool", "adaptive_avgpool", "mean"):
+                return True
+            if op.kind not in ("conv", "linear"):
+                return False
+            rule = self.first if op.name == first and self.first is not None else getattr(self, op.kind)
+            return rule.proportional
+
+        readers = consumers(after[0].name)
+        return bool(readers) and all(proportional(op) for op in readers)
 
 
 Bounds = tuple[torch.Tensor, torch.Tensor]

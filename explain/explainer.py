@@ -24,7 +24,22 @@ from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import Composite, make_composite
 from .graph import STRUCTURAL_KINDS, OpNode, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
-from .rules import gradient_rule
+from .rules import Rule, gradient_rule, times
+
+# What reaches a node on the way back: a [B, K, ...] tensor and a class-independent factor it is
+# still to be multiplied by (None: 1), see rules.Factored.
+Pending = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _product(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a * b
+
+
+def _sum(a: Pending, b: Pending) -> Pending:
+    """Two arrivals at one node: kept factored when they share their factor, else multiplied out."""
+    if a[1] is b[1]:
+        return a[0] + b[0], a[1]
+    return times(*a) + times(*b), None
 
 
 @dataclass(frozen=True)
@@ -95,11 +110,16 @@ class Explainer(nn.Module):
         methods: list[GradCAM | LRP] | tuple[GradCAM | LRP, ...] = (GradCAM(),),
         expose_gradients: bool = False,
         merge_batchnorm: bool = False,
+        fold_factors: bool = True,
     ) -> None:
         """``expose_gradients`` adds ``target_activations`` [B, C, h, w] and ``target_gradients``
         [B, K, C, h, w] at the first GradCAM's layer, from which any CAM variant can be computed.
-        ``merge_batchnorm`` folds each BatchNorm into the convolution it directly follows."""
+        ``merge_batchnorm`` folds each BatchNorm into the convolution it directly follows.
+        ``fold_factors`` computes each rule's class-independent factors once per image and
+        multiplies chains of them into one (rules.Factored); False applies every rule as it is
+        written, for comparison."""
         super().__init__()
+        self.fold_factors = fold_factors
         model = copy.deepcopy(model).eval()
         self.model = model
         _, self.nodes = trace(model)
@@ -195,24 +215,38 @@ class Explainer(nn.Module):
 
     def reverse(self, rules: nn.ModuleDict, env: dict, seed: torch.Tensor, capture: set[str] | None = None) -> dict[str, torch.Tensor]:
         """Walk the nodes backwards from the logits; returns what arrived at ``capture`` (or the input)."""
-        pending: dict[str, torch.Tensor] = {self._logits: seed}
+        pending: dict[str, Pending] = {self._logits: (seed, None)}
         captured: dict[str, torch.Tensor] = {}
         wanted = set(capture) if capture else {self._input}
         for op in reversed(self.nodes):
             if op.name not in pending:
                 continue
-            grad = pending.pop(op.name)
+            arrived = pending.pop(op.name)
             if op.name in wanted:
-                captured[op.name] = grad
+                captured[op.name] = times(*arrived)
                 if len(captured) == len(wanted):
                     break
             if op.kind == "input":
                 continue
-            for name, part in zip(op.inputs, rules[op.name].backward(grad, [env[n] for n in op.inputs], env[op.name])):
+            inputs, output = [env[n] for n in op.inputs], env[op.name]
+            for name, part in zip(op.inputs, self._step(rules[op.name], arrived, inputs, output)):
                 if part is None or self.by_name[name].kind == "constant":  # parameters receive nothing
                     continue
-                pending[name] = pending[name] + part if name in pending else part
+                pending[name] = _sum(pending[name], part) if name in pending else part
         return captured
+
+    def _step(self, rule: Rule, arrived: Pending, inputs: list[torch.Tensor], output: torch.Tensor) -> list[Pending | None]:
+        """One node backwards: a folded rule multiplies its factor into what is pending and applies
+        its core to the class tensor; any other gets the factor multiplied out first."""
+        grad, factor = arrived
+        parts = rule.factored(inputs, output) if self.fold_factors else None
+        if parts is None:
+            return [None if g is None else (g, None) for g in rule.backward(times(grad, factor), inputs, output)]
+        factor = _product(factor, parts.pre)
+        if parts.core is None:
+            return [(grad, factor)]
+        results = parts.core(times(grad, factor))
+        return [None if r is None else (r, post) for r, post in zip(results, parts.post or [None] * len(results))]
 
     def class_gradients(self, image: torch.Tensor, targets: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """d logit[target] / d output of each layer (the input when ``layers`` is None): [B, K, ...]."""

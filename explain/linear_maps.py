@@ -1,9 +1,11 @@
 """Convolutions and dense layers as maps with a precomputed input-gradient (VJP).
 
-The VJP of a stride-1 convolution is itself a convolution with transposed, flipped
-weights (the fastest kernel in every runtime); strided ones use ConvTranspose. Each map
-holds its (possibly modified: W+, W-, W**2, ...) weights as buffers, so they export as
-constants.
+The VJP of a stride-1 convolution (grouped and depthwise ones too) is itself a convolution
+with transposed, flipped weights (the fastest kernel in every runtime); strided ones use
+ConvTranspose. A convolution whose weights are all one value (the flat rule's) is a sum over
+the input channels and one filter, and its VJP a sum over the output channels and one
+filter. Each map holds its (possibly modified: W+, W-, W**2, ...) weights as buffers, so
+they export as constants.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ def unfold(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.unflatten(0, (like.shape[0], like.shape[1]))
 
 
+def _transposed_filters(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """[C_out, C_in/g, k, k] -> [C_in, C_out/g, k, k]: each group's filters with their in- and
+    output channels swapped (a grouped convolution's VJP is a grouped convolution)."""
+    c_out, c_in_group = weight.shape[:2]
+    per_group = weight.reshape(groups, c_out // groups, c_in_group, *weight.shape[2:])
+    return per_group.transpose(1, 2).reshape(groups * c_in_group, c_out // groups, *weight.shape[2:])
+
+
 class ConvMap(nn.Module):
     """x -> conv(x, W) + b with fixed geometry, and its VJP."""
 
@@ -32,23 +42,35 @@ class ConvMap(nn.Module):
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"unsupported convolution padding {conv.padding!r}/{conv.padding_mode}")
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
-        self.register_buffer("weight", weight.detach())
+        weight = weight.detach()
+        self.register_buffer("weight", weight)
         self.register_buffer("bias", None if bias is None else bias.detach())
         kernel = weight.shape[2:]
         back_padding = [d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding)]
-        self.as_conv = self.stride == (1, 1) and self.groups == 1 and min(back_padding) >= 0
+        self.as_conv = self.stride == (1, 1) and min(back_padding) >= 0
         self.back_padding = tuple(back_padding)
-        if self.as_conv:
-            self.register_buffer("flipped", weight.detach().transpose(0, 1).flip(2, 3).contiguous())
+        self.uniform = self.groups == 1 and bool((weight == weight.flatten()[0]).all())
+        if self.uniform:  # one filter, symmetric under flipping
+            self.register_buffer("one_filter", weight[:1, :1].clone())
+        elif self.as_conv:
+            self.register_buffer("flipped", _transposed_filters(weight, self.groups).flip(2, 3).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if not self.uniform:
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        out = F.conv2d(x.sum(1, keepdim=True), self.one_filter, None, self.stride, self.padding, self.dilation)
+        out = out.expand(-1, self.weight.shape[0], -1, -1)
+        return out if self.bias is None else out + self.bias.reshape(-1, 1, 1)
 
     def vjp(self, g: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         """Input-gradient of ``g`` [B, K, C_out, h, w] -> [B, K, C_in, H, W]."""
         flat = fold(g)
+        weight, groups = self.weight, self.groups
+        if self.uniform:
+            flat, weight, groups = flat.sum(1, keepdim=True), self.one_filter, 1
         if self.as_conv:
-            out = F.conv2d(flat, self.flipped, None, 1, self.back_padding, self.dilation)
+            flipped = self.one_filter if self.uniform else self.flipped
+            out = F.conv2d(flat, flipped, None, 1, self.back_padding, self.dilation, groups)
         else:
             size_out = flat.shape[2:]
             kernel = self.weight.shape[2:]
@@ -56,7 +78,9 @@ class ConvMap(nn.Module):
                 int(n_in) - ((int(n_out) - 1) * s - 2 * p + d * (k - 1) + 1)
                 for n_in, n_out, s, p, d, k in zip(input_shape[2:], size_out, self.stride, self.padding, self.dilation, kernel)
             ]
-            out = F.conv_transpose2d(flat, self.weight, None, self.stride, self.padding, tuple(extra), self.groups, self.dilation)
+            out = F.conv_transpose2d(flat, weight, None, self.stride, self.padding, tuple(extra), groups, self.dilation)
+        if self.uniform:
+            out = out.expand(-1, self.weight.shape[1], -1, -1)
         return unfold(out, g)
 
 

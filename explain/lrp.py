@@ -17,18 +17,21 @@ from torch import nn
 
 from .graph import OpNode
 from .linear_maps import linear_map
-from .rules import BatchNormGradient, LayerNormGradient, Rule, sum_to
+from .rules import BatchNormGradient, Factored, FactoredRule, LayerNormGradient, Rule, sum_to
 
 DEFAULT_STABILIZER = 1e-6
 
 
-def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+def stabilize(z: torch.Tensor, epsilon: float, nonnegative: bool = False) -> torch.Tensor:
     """z + epsilon * sign(z), with sign(0) = +1 (Zennit's stabiliser), bit for bit.
 
     Written as z + (2 epsilon [z >= 0] - epsilon): a comparison, a cast and three cheap
     arithmetic operators, without Sign, which ONNX Runtime's CPU kernels run ten times
-    slower than an addition.
+    slower than an addition. A ``nonnegative`` z (z+ on a ReLU's output, the flat rule)
+    needs the addition alone.
     """
+    if nonnegative:
+        return z + epsilon
     return z + ((z >= 0).to(z.dtype) * (2 * epsilon) - epsilon)
 
 
@@ -62,6 +65,12 @@ class LayerRule:
     params: dict[str, ParamFn]
     stabilizer: float = DEFAULT_STABILIZER
     bounds: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def proportional(self) -> bool:
+        """Whether the relevance it hands back vanishes where the input is zero: every term
+        reads x or its positive or negative part."""
+        return all(t.source in ("x", "pos", "neg") for g in self.groups for t in g.terms)
 
     def build(self, op: OpNode, nonnegative_input: bool = False) -> LayerRelevance:
         return LayerRelevance(self, op.module, nonnegative_input)
@@ -129,6 +138,11 @@ def ZBox(low: torch.Tensor, high: torch.Tensor, stabilizer: float = DEFAULT_STAB
     return rule
 
 
+# The sign of each source and modified parameter that has one (>= 0: 1, <= 0: -1), for telling
+# when every contribution to z is >= 0.
+_SOURCE_SIGNS = {"pos": 1, "neg": -1, "ones": 1}
+_PARAMETER_SIGNS = {"w+": 1, "b+": 1, "w-": -1, "b-": -1, "1": 1, "w2": 1}
+
 _ATTRIBUTE_NAMES = {
     "w": "w", "w+": "wpos", "w-": "wneg", "1": "ones", "w2": "wsq", "g+": "gpos", "g-": "gneg",
     "b": "b", "b+": "bpos", "b-": "bneg",
@@ -149,6 +163,7 @@ class LayerRelevance(Rule):
         if nonnegative_input:
             groups = tuple(replace(g, terms=tuple(t for t in g.terms if t.source != "neg")) for g in groups)
         self.groups, self.stabilizer = groups, rule.stabilizer
+        self.nonnegative_input = nonnegative_input
         weight_keys = {t.weight for g in groups for t in g.terms}
         bias_keys = {t.bias for g in groups for t in g.terms if t.bias}
         self.maps = nn.ModuleDict({self._key(k): linear_map(layer, self._modified(rule, k, layer.weight)) for k in weight_keys})
@@ -175,7 +190,7 @@ class LayerRelevance(Rule):
         return "bias_" + _ATTRIBUTE_NAMES[key]
 
     def _source(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        if name == "x":
+        if name == "x" or (name == "pos" and self.nonnegative_input):
             return x
         if name == "pos":
             return x.clamp(min=0)
@@ -189,30 +204,55 @@ class LayerRelevance(Rule):
         bias = getattr(self, self._bias_name(key))
         return bias.reshape(-1, 1, 1) if self.spatial else bias
 
+    def _nonnegative_term(self, term: Term) -> bool:
+        """Whether the term's contribution to z is >= 0 for every input."""
+        source = 1 if term.source == "x" and self.nonnegative_input else _SOURCE_SIGNS.get(term.source, 0)
+        bias_nonnegative = term.bias is None or _PARAMETER_SIGNS.get(term.bias, 0) * term.sign > 0
+        return source * _PARAMETER_SIGNS.get(term.weight, 0) * term.sign > 0 and bias_nonnegative
+
+    def _share(self, group: Group, sources: list[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+        """The group's class-independent factor: scale / stabilise(z), masked by ``where``."""
+        z = output if group.terms == (UNMODIFIED,) else None  # the layer's own output: no recomputation
+        for term, source in zip(group.terms, sources if z is None else []):
+            contribution = self.maps[self._key(term.weight)](source)
+            if term.bias:
+                contribution = contribution + self._bias(term.bias, contribution)
+            contribution = contribution * term.sign
+            z = contribution if z is None else z + contribution
+        nonnegative = group.where is None and all(self._nonnegative_term(t) for t in group.terms)
+        share = group.scale / stabilize(z, self.stabilizer, nonnegative)
+        if group.where == "positive":
+            share = share * (output > 0).to(share.dtype)
+        elif group.where == "negative":
+            share = share * (output < 0).to(share.dtype)
+        return share
+
+    def factored(self, inputs, output):
+        """One group of one term (epsilon, z+ and alpha1-beta0 on a ReLU's output, flat, w-square):
+        the share, one VJP per class, the source."""
+        if len(self.groups) != 1 or len(self.groups[0].terms) != 1:
+            return None
+        x = inputs[0]
+        group, (term,) = self.groups[0], self.groups[0].terms
+        source = self._source(term.source, x)
+        vjp = self.maps[self._key(term.weight)].vjp
+        share = self._share(group, [source], output)
+        return Factored(share if term.sign == 1 else share * term.sign, lambda grad: [vjp(grad, x.shape)],
+                        [None if term.source == "ones" else source])
+
     def backward(self, grad, inputs, output):
         x = inputs[0]
         relevance = None
         for group in self.groups:
             sources = [self._source(t.source, x) for t in group.terms]
-            z = output if group.terms == (UNMODIFIED,) else None  # the layer's own output: no recomputation
-            for term, source in zip(group.terms, sources if z is None else []):
-                contribution = self.maps[self._key(term.weight)](source)
-                if term.bias:
-                    contribution = contribution + self._bias(term.bias, contribution)
-                contribution = contribution * term.sign
-                z = contribution if z is None else z + contribution
-            share = grad * (group.scale / stabilize(z, self.stabilizer)).unsqueeze(1)
-            if group.where == "positive":
-                share = share * (output > 0).unsqueeze(1).to(share.dtype)
-            elif group.where == "negative":
-                share = share * (output < 0).unsqueeze(1).to(share.dtype)
+            share = grad * self._share(group, sources, output).unsqueeze(1)
             for term, source in zip(group.terms, sources):
                 part = source.unsqueeze(1) * self.maps[self._key(term.weight)].vjp(share, x.shape) * term.sign
                 relevance = part if relevance is None else relevance + part
         return [relevance]
 
 
-class NormPool(Rule):
+class NormPool(FactoredRule):
     """Zennit's Norm on average pooling or a mean over axes: x * spread(R / stabilise(mean)), with
     ``spread`` the pooling's own gradient rule."""
 
@@ -221,10 +261,9 @@ class NormPool(Rule):
         self.spread = spread
         self.stabilizer = stabilizer
 
-    def backward(self, grad, inputs, output):
-        x = inputs[0]
-        share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
-        return [x.unsqueeze(1) * self.spread.backward(share, inputs, output)[0]]
+    def factored(self, inputs, output):
+        return Factored(1 / stabilize(output, self.stabilizer), lambda grad: self.spread.backward(grad, inputs, output),
+                        [inputs[0]])
 
 
 class NormSum(Rule):
@@ -240,6 +279,14 @@ class NormSum(Rule):
         share = grad / stabilize(output, self.stabilizer).unsqueeze(1)
         constant = self.constant or [False] * len(inputs)
         return [None if fixed else sum_to(x.unsqueeze(1) * share, x.shape) for x, fixed in zip(inputs, constant)]
+
+    def factored(self, inputs, output):
+        """Summands of the sum's own shape (a residual connection): the share handed to each, times it."""
+        constant = self.constant or [False] * len(inputs)
+        if any(not fixed and x.shape != output.shape for x, fixed in zip(inputs, constant)):
+            return None
+        return Factored(1 / stabilize(output, self.stabilizer), lambda grad: [None if fixed else grad for fixed in constant],
+                        [None if fixed else x for x, fixed in zip(inputs, constant)])
 
 
 GATE_KINDS = ("sigmoid", "hardsigmoid")
@@ -301,7 +348,7 @@ class LayerNormEpsilon(Rule):
         return [relevance] + [None] * (len(inputs) - 1)
 
 
-class BatchNormEpsilon(Rule):
+class BatchNormEpsilon(FactoredRule):
     """The epsilon rule on an eval-mode BatchNorm, an affine map y = s x + t per channel:
     R_x = s x R_y / stabilise(y), as Zennit's Epsilon on a BatchNorm computes it.
 
@@ -314,13 +361,20 @@ class BatchNormEpsilon(Rule):
 
     ``s x / stabilise(y)`` depends on the image only: it is computed once, and each class's
     relevance is multiplied by it, one multiply per class instead of a division and two.
+    ``rectified`` (the BatchNorm feeds a ReLU whose layers all hand back relevance in
+    proportion to their input) divides by relu(y) + epsilon instead: where y <= 0 the
+    relevance arriving is exactly zero, elsewhere the two denominators are equal.
     """
 
-    def __init__(self, norm: nn.BatchNorm2d, stabilizer: float = DEFAULT_STABILIZER) -> None:
+    def __init__(self, norm: nn.BatchNorm2d, stabilizer: float = DEFAULT_STABILIZER, rectified: bool = False) -> None:
         super().__init__()
         self.gradient = BatchNormGradient(norm)
         self.stabilizer = stabilizer
+        self.rectified = rectified
 
-    def backward(self, grad, inputs, output):
-        factor = inputs[0] * self.gradient.scale / stabilize(output, self.stabilizer)
-        return [grad * factor.unsqueeze(1)]
+    def factored(self, inputs, output):
+        if self.rectified:
+            denominator = torch.relu(output) + self.stabilizer  # the forward's own ReLU: runtimes compute it once
+        else:
+            denominator = stabilize(output, self.stabilizer)
+        return Factored(inputs[0] * self.gradient.scale / denominator)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +22,22 @@ from .graph import OpNode
 from .linear_maps import linear_map
 
 
+@dataclass
+class Factored:
+    """A rule's backward as class-independent factors around one class-dependent linear core.
+
+    What arrives is multiplied by ``pre``, passed through ``core`` (None: handed unchanged to
+    the single input) and each input's result multiplied by its ``post``. Factors are forward
+    tensors [B, ...] or constants that broadcast against them (None: 1); they are computed
+    once per image, and a chain of them (BatchNorm -> ReLU -> Conv) multiplies into one, so
+    each class pays one multiply where the chain has many.
+    """
+
+    pre: torch.Tensor | None
+    core: Callable[[torch.Tensor], list[torch.Tensor | None]] | None = None
+    post: list[torch.Tensor | None] | None = None
+
+
 class Rule(nn.Module, ABC):
     """Relevance (or gradient) at a node's output -> one tensor per tensor input."""
 
@@ -27,26 +45,51 @@ class Rule(nn.Module, ABC):
     def backward(self, grad: torch.Tensor, inputs: list[torch.Tensor], output: torch.Tensor) -> list[torch.Tensor]:
         """What goes to each tensor input of the node."""
 
+    def factored(self, inputs: list[torch.Tensor], output: torch.Tensor) -> Factored | None:
+        """The same backward as a Factored, where it has that form (None: only ``backward``)."""
+        return None
 
-class Pass(Rule):
-    """Hands what arrives straight to the single input (identity, dropout, and LRP's Pass)."""
+
+def times(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """``grad`` [B, K, ...] times a forward factor (see Factored)."""
+    return grad if factor is None else grad * with_class_axis(factor, grad.dim() - 1)
+
+
+class FactoredRule(Rule):
+    """A rule whose backward is a Factored: ``backward`` applies it, so both agree by construction."""
 
     def backward(self, grad, inputs, output):
-        return [grad]
+        parts = self.factored(inputs, output)
+        if parts.core is None:
+            return [times(grad, parts.pre)]
+        results = parts.core(times(grad, parts.pre))
+        posts = parts.post or [None] * len(results)
+        return [None if r is None else times(r, post) for r, post in zip(results, posts)]
+
+    @abstractmethod
+    def factored(self, inputs: list[torch.Tensor], output: torch.Tensor) -> Factored:
+        """The backward as a Factored."""
 
 
-class LinearGradient(Rule):
+class Pass(FactoredRule):
+    """Hands what arrives straight to the single input (identity, dropout, and LRP's Pass)."""
+
+    def factored(self, inputs, output):
+        return Factored(None)
+
+
+class LinearGradient(FactoredRule):
     """Conv2d / Linear: transposed (flipped) convolution or matrix product."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         self.map = linear_map(layer)
 
-    def backward(self, grad, inputs, output):
-        return [self.map.vjp(grad, inputs[0].shape)]
+    def factored(self, inputs, output):
+        return Factored(None, lambda grad: [self.map.vjp(grad, inputs[0].shape)])
 
 
-class BatchNormGradient(Rule):
+class BatchNormGradient(FactoredRule):
     """Eval-mode BatchNorm2d: a per-channel scale gamma / sqrt(var + eps)."""
 
     def __init__(self, norm: nn.BatchNorm2d) -> None:
@@ -56,13 +99,13 @@ class BatchNormGradient(Rule):
         scale = norm.weight.detach() if norm.affine else torch.ones_like(norm.running_var)
         self.register_buffer("scale", (scale / torch.sqrt(norm.running_var + norm.eps)).reshape(-1, 1, 1))
 
-    def backward(self, grad, inputs, output):
-        return [grad * self.scale]
+    def factored(self, inputs, output):
+        return Factored(self.scale)
 
 
-class ReluGradient(Rule):
-    def backward(self, grad, inputs, output):
-        return [grad * (inputs[0] > 0).unsqueeze(1).to(grad.dtype)]
+class ReluGradient(FactoredRule):
+    def factored(self, inputs, output):
+        return Factored((inputs[0] > 0).to(inputs[0].dtype))
 
 
 _SQRT_HALF = 0.5**0.5
@@ -103,7 +146,7 @@ def _activation_derivative(kind: str, x: torch.Tensor, y: torch.Tensor, approxim
 ACTIVATIONS = ("relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh")
 
 
-class ActivationGradient(Rule):
+class ActivationGradient(FactoredRule):
     """An elementwise activation: the gradient times f'(x), computed from the stored input (or output)."""
 
     def __init__(self, kind: str, approximate: str = "none") -> None:
@@ -112,8 +155,8 @@ class ActivationGradient(Rule):
             raise ValueError(f"no gradient rule for activation {kind!r}")
         self.kind, self.approximate = kind, approximate
 
-    def backward(self, grad, inputs, output):
-        return [grad * _activation_derivative(self.kind, inputs[0], output, self.approximate).unsqueeze(1)]
+    def factored(self, inputs, output):
+        return Factored(_activation_derivative(self.kind, inputs[0], output, self.approximate))
 
 
 def sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
