@@ -29,7 +29,8 @@ DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers
 # (seed 1; about three hours on two CPU cores), one graph per LRP composite (the exporter's optimiser slows down sharply with
 # several backward passes in one graph).
 STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
-  epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn epsilon-plus-flat-bn
+  epsilon-gamma-box deep-taylor epsilon-bn alpha2beta1-bn epsilon-plus-bn epsilon-alpha2beta1-bn epsilon-plus-flat-bn \
+  epsilon-plus-smooth-bn
 # The first 30 held-out phantoms with findings, five deletion steps, robustness at the default
 # noise levels and draws, the randomisation check on the graphs' own model; AUROC once (it is the
 # same classifier in every graph).

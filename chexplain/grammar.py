@@ -18,9 +18,10 @@ from typing import Any
 
 CAM_VARIANTS = ("gradcam", "gradcam++", "hirescam", "layercam", "guided-gradcam")
 LRP_COMPOSITES = ("epsilon", "z", "alpha2beta1", "alpha1beta0", "epsilon-plus", "epsilon-plus-flat",
-                  "epsilon-alpha2beta1", "epsilon-gamma-box", "deep-taylor",
+                  "epsilon-plus-smooth", "epsilon-alpha2beta1", "epsilon-gamma-box", "deep-taylor",
                   # the same with the epsilon rule on every BatchNorm instead of Pass (explain/composites.py)
-                  "epsilon-bn", "alpha2beta1-bn", "epsilon-plus-bn", "epsilon-alpha2beta1-bn", "epsilon-plus-flat-bn")
+                  "epsilon-bn", "alpha2beta1-bn", "epsilon-plus-bn", "epsilon-alpha2beta1-bn", "epsilon-plus-flat-bn",
+                  "epsilon-plus-smooth-bn")
 BATCHNORM_RULE_SUFFIX = "-bn"  # composites whose maps survive noise and FP16 rounding on the trained model
 LRP_PREFIX = "lrp:"
 BARE_LRP_COMPOSITE = "epsilon"  # what a bare ``lrp`` names (the seed study's composite)
@@ -32,10 +33,11 @@ PRECISIONS = ("fp32", "fp16", "mixed")
 CHECKPOINT_KINDS = ("auto", "chexplain", "torchvision", "torchxrayvision", "chexnet")
 
 DEFAULT_MODEL = "densenet121-chexpert"
-# LRP's default: flat on the first convolution, z+ on the others, epsilon on the classifier and (with
-# epsilon 1e-3) on BatchNorms; stable under input noise far below an 8-bit step on the trained model, where lrp:epsilon
-# (the seed study's) is not, and the best localised of the stable composites (README "Trustworthy LRP").
-DEFAULT_LRP_COMPOSITE = "epsilon-plus-flat-bn"
+# LRP's default: the smooth flat rule on the first convolution, z+ on the others, epsilon on the classifier and
+# (with epsilon 1e-3) on BatchNorms; stable under input noise far below an 8-bit step on the trained model, where
+# lrp:epsilon (the seed study's) is not, the best localised of the stable composites, and without the flat rule's
+# checkerboard (README "Trustworthy LRP").
+DEFAULT_LRP_COMPOSITE = "epsilon-plus-smooth-bn"
 DEFAULT_LRP = f"{LRP_PREFIX}{DEFAULT_LRP_COMPOSITE}"
 DEFAULT_EXPLAIN = f"gradcam,{DEFAULT_LRP}"
 DEFAULT_CLASSES = "topk:3"

@@ -32,6 +32,7 @@ from .lrp import (
     LayerRule,
     NormPool,
     NormSum,
+    SmoothFlat,
     ZBox,
     ZPlus,
 )
@@ -131,6 +132,8 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
         "epsilon-plus", ZPlus(stabilizer), Epsilon(epsilon), stabilizer=stabilizer),
     "epsilon-plus-flat": lambda epsilon, stabilizer, gamma, bounds: Composite(
         "epsilon-plus-flat", ZPlus(stabilizer), Epsilon(epsilon), Flat(stabilizer), stabilizer),
+    "epsilon-plus-smooth": lambda epsilon, stabilizer, gamma, bounds: Composite(
+        "epsilon-plus-smooth", ZPlus(stabilizer), Epsilon(epsilon), SmoothFlat(stabilizer), stabilizer),
     "epsilon-alpha2beta1": lambda epsilon, stabilizer, gamma, bounds: Composite(
         "epsilon-alpha2beta1", AlphaBeta(2, 1, stabilizer), Epsilon(epsilon), stabilizer=stabilizer),
     "epsilon-gamma-box": lambda epsilon, stabilizer, gamma, bounds: Composite(
@@ -149,7 +152,8 @@ def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..
 
 # The same composites with the epsilon rule on every BatchNorm (measured in README "Trustworthy LRP").
 COMPOSITES.update({name + BATCHNORM_RULE_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_RULE_SUFFIX)
-                   for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat")})
+                   for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat",
+                                "epsilon-plus-smooth")})
 
 
 def make_composite(name: str, epsilon: float = DEFAULT_EPSILON, stabilizer: float = DEFAULT_STABILIZER,

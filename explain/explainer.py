@@ -31,8 +31,12 @@ from .rules import Rule, gradient_rule, times
 Pending = tuple[torch.Tensor, torch.Tensor | None]
 
 
-def _product(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    return b if a is None else a if b is None else a * b
+# LRP's seed: the one-hot class times 2^10 instead of times the logit, the map multiplied by
+# logit / 2^10 at the end. The rules are linear in the seed (their denominators depend on the
+# forward only), so in FP32 this changes nothing but the rounding; in FP16 it lifts the
+# relevance reaching a pixel (about 1e-5 of the seed) out of the subnormal range and keeps the
+# largest values (the seed itself) far below 65504 (export/precision.py's fp16 plan).
+LRP_SEED_SCALE = 2.0**10
 
 
 def _sum(a: Pending, b: Pending) -> Pending:
@@ -238,15 +242,10 @@ class Explainer(nn.Module):
     def _step(self, rule: Rule, arrived: Pending, inputs: list[torch.Tensor], output: torch.Tensor) -> list[Pending | None]:
         """One node backwards: a folded rule multiplies its factor into what is pending and applies
         its core to the class tensor; any other gets the factor multiplied out first."""
-        grad, factor = arrived
         parts = rule.factored(inputs, output) if self.fold_factors else None
         if parts is None:
-            return [None if g is None else (g, None) for g in rule.backward(times(grad, factor), inputs, output)]
-        factor = _product(factor, parts.pre)
-        if parts.core is None:
-            return [(grad, factor)]
-        results = parts.core(times(grad, factor))
-        return [None if r is None else (r, post) for r, post in zip(results, parts.post or [None] * len(results))]
+            return [None if g is None else (g, None) for g in rule.backward(times(*arrived), inputs, output)]
+        return parts.apply(*arrived)
 
     def class_gradients(self, image: torch.Tensor, targets: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """d logit[target] / d output of each layer (the input when ``layers`` is None): [B, K, ...]."""
@@ -286,7 +285,7 @@ class Explainer(nn.Module):
                                                                                 gradients[op.name])
         for method in self.methods:
             if isinstance(method, LRP):
-                seed = onehot * logits.unsqueeze(1)
-                relevance = self.reverse(self.lrp_rules[_sanitise(method.name)], env, seed)[self._input]
-                out[self.output_keys[method.key]] = relevance.sum(2)
+                relevance = self.reverse(self.lrp_rules[_sanitise(method.name)], env, onehot * LRP_SEED_SCALE)[self._input]
+                unscale = logits.gather(1, targets) / LRP_SEED_SCALE  # relevance starts as the target's logit
+                out[self.output_keys[method.key]] = relevance.sum(2) * unscale[..., None, None]
         return out

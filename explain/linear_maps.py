@@ -2,9 +2,9 @@
 
 The VJP of a stride-1 convolution (grouped and depthwise ones too) is itself a convolution
 with transposed, flipped weights (the fastest kernel in every runtime); strided ones use
-ConvTranspose. A convolution whose weights are all one value (the flat rule's) is a sum over
-the input channels and one filter, and its VJP a sum over the output channels and one
-filter. Each map holds its (possibly modified: W+, W-, W**2, ...) weights as buffers, so
+ConvTranspose. A convolution with one filter for every pair of channels (the flat and smooth
+rules') is a sum over the input channels and that filter, and its VJP a sum over the output
+channels and the filter. Each map holds its (possibly modified: W+, W-, W**2, ...) weights as buffers, so
 they export as constants.
 """
 
@@ -49,8 +49,8 @@ class ConvMap(nn.Module):
         back_padding = [d * (k - 1) - p for d, k, p in zip(self.dilation, kernel, self.padding)]
         self.as_conv = self.stride == (1, 1) and min(back_padding) >= 0
         self.back_padding = tuple(back_padding)
-        self.uniform = self.groups == 1 and bool((weight == weight.flatten()[0]).all())
-        if self.uniform:  # one filter, symmetric under flipping
+        self.uniform = self.groups == 1 and bool((weight == weight[:1, :1]).all())
+        if self.uniform:
             self.register_buffer("one_filter", weight[:1, :1].clone())
         elif self.as_conv:
             self.register_buffer("flipped", _transposed_filters(weight, self.groups).flip(2, 3).contiguous())
@@ -69,7 +69,7 @@ class ConvMap(nn.Module):
         if self.uniform:
             flat, weight, groups = flat.sum(1, keepdim=True), self.one_filter, 1
         if self.as_conv:
-            flipped = self.one_filter if self.uniform else self.flipped
+            flipped = self.one_filter.flip(2, 3) if self.uniform else self.flipped
             out = F.conv2d(flat, flipped, None, 1, self.back_padding, self.dilation, groups)
         else:
             size_out = flat.shape[2:]

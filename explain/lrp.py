@@ -125,6 +125,46 @@ def Flat(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
     return LayerRule("flat", (Group((Term("ones", "1", None),)),), {"1": torch.ones_like}, stabilizer)
 
 
+def tent_weights(kernel: int, stride: int) -> torch.Tensor:
+    """Per-axis weights of the smooth first-layer rule: a tent of half-width (kernel + 1) / 2
+    where that is a multiple of the stride (7 at stride 2: 1/4, 1/2, 3/4, 1, 3/4, 1/2, 1/4),
+    whose copies at the stride's spacing add up to the same value at every position; ones
+    (the flat rule) elsewhere: at stride 1, or where no such tent fits the kernel."""
+    half = (kernel + 1) / 2
+    if stride == 1 or half % stride:
+        return torch.ones(kernel, dtype=torch.float64)
+    offsets = torch.arange(kernel, dtype=torch.float64) - (kernel - 1) / 2
+    return 1 - offsets.abs() / half
+
+
+@dataclass
+class SmoothFlatRule(LayerRule):
+    """The flat rule with tent weights instead of ones (``SmoothFlat``): bound to each layer's
+    kernel and stride when built."""
+
+    def build(self, op: OpNode, nonnegative_input: bool = False) -> LayerRelevance:
+        layer = op.module
+        if not isinstance(layer, nn.Conv2d):
+            return LayerRelevance(Flat(self.stabilizer), layer, nonnegative_input)
+        (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+        window = torch.outer(tent_weights(kh, sh), tent_weights(kw, sw))
+        params = {"tent": lambda p: window.to(p.dtype).expand_as(p).clone()}
+        return LayerRelevance(replace(self, params=params), layer, nonnegative_input)
+
+
+def SmoothFlat(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
+    """The first layer's relevance spread over each receptive field by a tent instead of evenly.
+
+    The flat rule ignores the pixels and spreads each output's relevance evenly over its
+    window; where windows overlap unevenly (7x7 at stride 2: a pixel lies in three or four
+    windows per axis, alternately) the map shows the stride's grid as a checkerboard. A tent
+    of half-width (k + 1) / 2 covers every pixel equally, so the same relevance (each
+    window's total kept: the weights are normalised over the window's part inside the image)
+    lands as a smooth field. Where the stride or kernel has no such tent it is the flat rule.
+    """
+    return SmoothFlatRule("smooth", (Group((Term("ones", "tent", None),)),), {}, stabilizer)
+
+
 def WSquare(stabilizer: float = DEFAULT_STABILIZER) -> LayerRule:
     """Redistribution by squared weights (Zennit squares the bias too)."""
     return LayerRule("wsquare", (Group((Term("ones", "w2", "w2"),)),), {"w2": lambda p: p**2}, stabilizer)
@@ -141,10 +181,10 @@ def ZBox(low: torch.Tensor, high: torch.Tensor, stabilizer: float = DEFAULT_STAB
 # The sign of each source and modified parameter that has one (>= 0: 1, <= 0: -1), for telling
 # when every contribution to z is >= 0.
 _SOURCE_SIGNS = {"pos": 1, "neg": -1, "ones": 1}
-_PARAMETER_SIGNS = {"w+": 1, "b+": 1, "w-": -1, "b-": -1, "1": 1, "w2": 1}
+_PARAMETER_SIGNS = {"w+": 1, "b+": 1, "w-": -1, "b-": -1, "1": 1, "tent": 1, "w2": 1}
 
 _ATTRIBUTE_NAMES = {
-    "w": "w", "w+": "wpos", "w-": "wneg", "1": "ones", "w2": "wsq", "g+": "gpos", "g-": "gneg",
+    "w": "w", "w+": "wpos", "w-": "wneg", "1": "ones", "tent": "tent", "w2": "wsq", "g+": "gpos", "g-": "gneg",
     "b": "b", "b+": "bpos", "b-": "bneg",
 }
 

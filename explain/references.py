@@ -18,7 +18,7 @@ from torch import nn
 
 from ..optional import require
 from .composites import BATCHNORM_EPSILON
-from .lrp import DEFAULT_STABILIZER
+from .lrp import DEFAULT_STABILIZER, tent_weights
 
 
 def _cam_class(variant: str) -> Any:
@@ -57,9 +57,31 @@ def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x
                    targets=[targets.ClassifierOutputTarget(c) for c in classes])
 
 
+def zennit_smooth_flat(stride: Sequence[int]) -> Any:
+    """The smooth first-layer rule (explain/lrp.py ``SmoothFlat``) on Zennit's machinery: its
+    Flat rule with the tent weights of a convolution of this stride in place of the ones
+    (Zennit has no such rule; the tent itself is chexplain's)."""
+    rules = require("zennit.rules")
+
+    def tent(param: torch.Tensor, name: str) -> torch.Tensor:
+        window = torch.outer(tent_weights(param.shape[2], stride[0]), tent_weights(param.shape[3], stride[1]))
+        return window.to(param).expand_as(param)
+
+    stabilizer = rules.Stabilizer.ensure(DEFAULT_STABILIZER)
+    return rules.BasicHook(
+        input_modifiers=[torch.ones_like],
+        param_modifiers=[rules.ParamMod(tent, zero_params=rules.zero_bias(None), require_params=False)],
+        output_modifiers=[lambda output: output],
+        gradient_mapper=lambda out_grad, outputs: out_grad / stabilizer(outputs[0]),
+        reducer=lambda inputs, gradients: gradients[0],
+    )
+
+
 def zennit_composite(name: str, epsilon: float = 1.0,
-                     bounds: tuple[Sequence[float], Sequence[float]] | None = None, dtype: torch.dtype = torch.float32):
-    """The Zennit composite configured with the rules chexplain's composite ``name`` assigns."""
+                     bounds: tuple[Sequence[float], Sequence[float]] | None = None, dtype: torch.dtype = torch.float32,
+                     first_stride: Sequence[int] = (2, 2)):
+    """The Zennit composite configured with the rules chexplain's composite ``name`` assigns
+    (``first_stride``: the first convolution's, for the smooth rule's tent)."""
     composites = require("zennit.composites")
     rules = require("zennit.rules")
     types = require("zennit.types")
@@ -73,6 +95,7 @@ def zennit_composite(name: str, epsilon: float = 1.0,
         "alpha1beta0": (rules.AlphaBeta(1, 0), rules.AlphaBeta(1, 0), None),
         "epsilon-plus": (rules.ZPlus(), rules.Epsilon(epsilon), None),
         "epsilon-plus-flat": (rules.ZPlus(), rules.Epsilon(epsilon), rules.Flat()),
+        "epsilon-plus-smooth": (rules.ZPlus(), rules.Epsilon(epsilon), zennit_smooth_flat(first_stride)),
         "epsilon-alpha2beta1": (rules.AlphaBeta(2, 1), rules.Epsilon(epsilon), None),
         "epsilon-gamma-box": (rules.Gamma(0.25), rules.Epsilon(epsilon), box),
         "deep-taylor": (rules.ZPlus(), rules.ZPlus(), box),

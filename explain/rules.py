@@ -37,6 +37,26 @@ class Factored:
     core: Callable[[torch.Tensor], list[torch.Tensor | None]] | None = None
     post: list[torch.Tensor | None] | None = None
 
+    def apply(self, grad: torch.Tensor, factor: torch.Tensor | None = None
+              ) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
+        """What goes to each input for ``grad`` still to be multiplied by ``factor``: a class tensor
+        and the factor it in turn is still to be multiplied by (the next rule may take it on)."""
+        factor = product(factor, self.pre)
+        if self.core is None:
+            return [(grad, factor)]
+        results = self.core(times(grad, factor))
+        return [None if r is None else (r, post) for r, post in zip(results, self.post or [None] * len(results))]
+
+
+def product(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Two factors (None: 1) as one."""
+    return b if a is None else a if b is None else a * b
+
+
+def times(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    """``grad`` [B, K, ...] times a forward factor (see Factored)."""
+    return grad if factor is None else grad * with_class_axis(factor, grad.dim() - 1)
+
 
 class Rule(nn.Module, ABC):
     """Relevance (or gradient) at a node's output -> one tensor per tensor input."""
@@ -50,21 +70,11 @@ class Rule(nn.Module, ABC):
         return None
 
 
-def times(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
-    """``grad`` [B, K, ...] times a forward factor (see Factored)."""
-    return grad if factor is None else grad * with_class_axis(factor, grad.dim() - 1)
-
-
 class FactoredRule(Rule):
     """A rule whose backward is a Factored: ``backward`` applies it, so both agree by construction."""
 
     def backward(self, grad, inputs, output):
-        parts = self.factored(inputs, output)
-        if parts.core is None:
-            return [times(grad, parts.pre)]
-        results = parts.core(times(grad, parts.pre))
-        posts = parts.post or [None] * len(results)
-        return [None if r is None else times(r, post) for r, post in zip(results, posts)]
+        return [None if part is None else times(*part) for part in self.factored(inputs, output).apply(grad)]
 
     @abstractmethod
     def factored(self, inputs: list[torch.Tensor], output: torch.Tensor) -> Factored:

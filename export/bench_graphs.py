@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from .. import sample_images
 from ..explain import Explainer
@@ -87,7 +88,9 @@ def reference_timers(model: str, method: str, classes: int, image: np.ndarray, t
             continue  # Zennit has no attention rules (its issue #184): nothing equal to time against
         if name.startswith("lrp"):
             composite_name = name.split(":", 1)[1] if ":" in name else "epsilon"
-            composite = zennit_composite(composite_name, DEFAULT_EPSILON, input_bounds(manifest))
+            first = next(m for m in network.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+            composite = zennit_composite(composite_name, DEFAULT_EPSILON, input_bounds(manifest),
+                                         first_stride=getattr(first, "stride", (1, 1)))
             timers[f"Zennit {composite_name}, {classes} class{plural}"] = (
                 lambda composite=composite: zennit_lrp(network, composite, x, chosen))
         else:

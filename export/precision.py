@@ -1,11 +1,17 @@
-"""Precision plans for an exported graph: FP32 as exported, FP16 everywhere, or mixed.
+"""Precision plans for an exported graph: FP32 as exported, mixed, or FP16.
 
 ``mixed`` runs the classifier's forward in FP16 (FP16 weights, FP16 activations) and keeps
 the explanation subgraph — every node that the logits do not depend on: the backward
 rules, LRP's divisions by (z + eps), the CAM weighting — in FP32, with a Cast wherever a
-forward activation enters it. The precision is written into the graph itself (typed
-initializers and Cast nodes), as strongly typed TensorRT (11, and 10 with
-STRONGLY_TYPED) and ONNX Runtime need; inputs and outputs keep their FP32 types, so the
+forward activation enters it. ``fp16`` also runs the explanations' per-class work in FP16 —
+every node downstream of the explained classes (the ``targets`` tensor): the transposed
+convolutions and multiplies each class pays — and keeps in FP32 what is computed once per
+image from the forward (LRP's factors: 1/(z + eps) reaches 1/eps, far beyond FP16) and each
+explanation output's last node; a value entering FP16 from FP32 is clipped to +-65504 first.
+LRP's seed is scaled by a power of two in the graph (explain/explainer.py
+``LRP_SEED_SCALE``), so its relevances stay inside FP16's range. The precision is written into
+the graph itself (typed initializers and Cast nodes), as strongly typed TensorRT (11, and 10
+with STRONGLY_TYPED) and ONNX Runtime need; inputs and outputs keep their FP32 types, so the
 runtime contract does not change. Needs onnx and numpy only (no torch).
 """
 
@@ -23,6 +29,8 @@ from ..grammar import PRECISIONS
 from .metadata import manifest_of, write_manifest
 
 FORWARD_OUTPUTS = ("probabilities", "logits")
+FP16_RANGE = ("fp16_lowest", "fp16_max")  # Clip's bounds, as initializers
+CLASSES = "targets"  # the explained classes: every per-class computation descends from them
 FP16_MAX = float(np.finfo(np.float16).max)
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -67,6 +75,24 @@ def forward_node_indices(graph: onnx.GraphProto, outputs: tuple[str, ...] = FORW
     return seen
 
 
+def per_class_node_indices(graph: onnx.GraphProto) -> set[int]:
+    """Indices of the nodes downstream of the explained classes (the ``targets`` tensor, an input
+    or the classifier's top-k), but for those that write a graph output: the explanations'
+    per-class work."""
+    graph_outputs = {o.name for o in graph.output}
+    reached = {CLASSES}
+    producer = next((node for node in graph.node if CLASSES in node.output), None)
+    if producer is not None and producer.op_type == "Identity":
+        reached.add(producer.input[0])
+    nodes: set[int] = set()
+    for index, node in enumerate(graph.node):  # topological order: one pass
+        if any(name in reached for name in node.input):
+            reached.update(node.output)
+            if not graph_outputs.intersection(node.output):
+                nodes.add(index)
+    return nodes
+
+
 def _float_tensor_types(model: onnx.ModelProto) -> set[str]:
     """Names of every FP32 tensor in the graph (inputs, initializers, intermediates, outputs)."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
@@ -90,15 +116,18 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
         raise ValueError("graphs with control flow (If/Loop/Scan) are not supported by the precision plan")
     floats = _float_tensor_types(model)
-    low = set(range(len(graph.node))) if precision == "fp16" else forward_node_indices(graph)
+    low = forward_node_indices(graph)
+    if precision == "fp16":
+        low |= per_class_node_indices(graph)
     initializers = {t.name: t for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}
     producer_is_low = {name: i in low for i, node in enumerate(graph.node) for name in node.output}
+    producer_index = {name: i for i, node in enumerate(graph.node) for name in node.output}
 
-    casts_in: list[onnx.NodeProto] = []
+    casts_in: dict[int, list[onnx.NodeProto]] = {}  # after the FP32 producer's position (-1: graph inputs)
     fp16_weights: dict[str, str] = {}
     clipped = 0
-    cast_count = 0
+    cast_count = clip_count = 0
 
     def half_weight(name: str) -> str:
         nonlocal clipped
@@ -115,7 +144,18 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
         cast_count += 1
         return helper.make_node("Cast", [source], [target], to=to, name=f"{target}__cast")
 
-    # Inputs of low nodes: FP16 copies of weights, one Cast per FP32 graph input or FP32 producer.
+    def clip(source: str) -> onnx.NodeProto:
+        """``source`` limited to FP16's finite range before its Cast (an FP32 value beyond it would
+        become infinite, and 0 * inf is NaN)."""
+        nonlocal clip_count
+        clip_count += 1
+        if FP16_RANGE[0] not in initializers:
+            for bound, value in zip(FP16_RANGE, (-FP16_MAX, FP16_MAX)):
+                initializers[bound] = numpy_helper.from_array(np.array(value, dtype=np.float32), bound)
+                graph.initializer.append(initializers[bound])
+        return helper.make_node("Clip", [source, *FP16_RANGE], [f"{source}__clipped"], name=f"{source}__clip")
+
+    # Inputs of low nodes: FP16 copies of weights, one Clip and Cast per FP32 graph input or FP32 producer.
     half_of: dict[str, str] = {}
     for index in sorted(low):
         node = graph.node[index]
@@ -127,7 +167,9 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
                 continue
             if name not in half_of:
                 half_of[name] = f"{name}__fp16"
-                casts_in.append(cast(name, half_of[name], FLOAT16))
+                clipped_value = clip(name)
+                casts_in.setdefault(producer_index.get(name, -1), []).extend(
+                    [clipped_value, cast(clipped_value.output[0], half_of[name], FLOAT16)])
             node.input[slot] = half_of[name]
         _retype_attributes(node)
 
@@ -149,10 +191,11 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
             if name in renamed:
                 node.input[slot] = renamed[name]
 
-    nodes = list(casts_in)
+    nodes = list(casts_in.get(-1, []))
     for index, node in enumerate(graph.node):
         nodes.append(node)
         nodes.extend(casts_after.get(index, []))
+        nodes.extend(casts_in.get(index, []))
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
@@ -161,7 +204,7 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
     graph.initializer.extend(kept)
     del graph.value_info[:]
     onnx.checker.check_model(converted, full_check=True)
-    report = PrecisionReport(precision, len(low), len(graph.node) - len(low) - cast_count, cast_count,
+    report = PrecisionReport(precision, len(low), len(graph.node) - len(low) - cast_count - clip_count, cast_count,
                              len(fp16_weights), clipped)
     return converted, report
 

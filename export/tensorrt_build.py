@@ -124,14 +124,13 @@ def check_dla_core(dla_core: int, available: int) -> None:
 
 def precision_caveat(manifest: Manifest, precision: str) -> str | None:
     """Why a reduced-precision engine of this graph may not keep its LRP maps, or None: only the
-    ``-bn`` composites' maps were measured to survive FP16 rounding (README "Precision plan")."""
+    ``-bn`` composites' maps were measured to survive FP16 rounding, under mixed and under fp16
+    with its per-class work in FP16 (README "Precision plan")."""
     if precision == "fp32":
         return None
     methods = (manifest.explanations or {}).get("methods", [])
     fragile = [f"lrp:{m['composite']}" for m in methods
                if m.get("family") == "lrp" and not str(m.get("composite", "")).endswith(BATCHNORM_RULE_SUFFIX)]
-    if precision == "fp16" and any(m.get("family") == "lrp" for m in methods):
-        return "fp16 loses every LRP map (the relevance underflows FP16); mixed keeps the -bn composites' maps"
     if fragile:
         return (f"{', '.join(fragile)} does not keep its maps under {precision} (FP16 rounding flips them); "
                 f"export a -bn composite (the default) or build --precision fp32")

@@ -14,7 +14,8 @@ from . import console, options
 @click.command("build-engine")
 @click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_ENGINE_PRECISION, show_default=True,
-              help="mixed: forward in FP16, explanations in FP32 (faithful heatmaps); fp16 everywhere; fp32.")
+              help="mixed: forward in FP16, explanations in FP32; fp16: each class's explanation work in FP16 too, "
+                   "LRP's per-image factors in FP32 (the -bn composites keep their maps); fp32.")
 @click.option("--batch", "batch_text", default=DEFAULT_ENGINE_BATCH, show_default=True, metavar="MIN:OPT:MAX",
               help="Batch sizes of the optimisation profile (N alone: a fixed batch).")
 @click.option("--workspace", "workspace_gb", type=click.FloatRange(min=0.1), default=DEFAULT_WORKSPACE_GB,

@@ -59,7 +59,8 @@ from . import console, options
               help="Canonizer: fold each BatchNorm into the convolution it directly follows before applying LRP rules.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
               help="Precision written into the graph: fp32; mixed (classifier forward in FP16, explanations in FP32: "
-                   "for TensorRT 11 and ONNX Runtime CUDA); fp16 everywhere (fast, but LRP maps do not survive it).")
+                   "for TensorRT 11 and ONNX Runtime CUDA); fp16 (the forward and each class's explanation work in FP16, "
+                   "LRP's per-image factors in FP32: the -bn composites keep their maps).")
 @click.option("--parity", type=click.Choice(PARITY_MODES), default=PARITY_MODES[0], show_default=True,
               help="strict: exit 1 when the graph does not match PyTorch within tolerance; warn: say so and keep the "
                    "graph (studies of composites whose maps move with float rounding alone, e.g. lrp:epsilon-plus).")

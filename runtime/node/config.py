@@ -19,7 +19,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     [model]
     path = "artifacts/densenet121-chexpert"   # a folder, graph or engine; default: the default model
     backend = "auto"
-    methods = ["gradcam", "lrp:epsilon-plus-flat-bn"]   # default: the graph's own
+    methods = ["gradcam", "lrp:epsilon-plus-smooth-bn"]   # default: the graph's own
     classes = "topk:3"                        # default: what the graph explains
 
     [results]
