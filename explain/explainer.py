@@ -286,6 +286,8 @@ class Explainer(nn.Module):
         for method in self.methods:
             if isinstance(method, LRP):
                 relevance = self.reverse(self.lrp_rules[_sanitise(method.name)], env, onehot * LRP_SEED_SCALE)[self._input]
-                unscale = logits.gather(1, targets) / LRP_SEED_SCALE  # relevance starts as the target's logit
+                # relevance starts as the target's logit (picked by the one-hot: Mul and ReduceSum, operators of
+                # tests/tensorrt_operators.py's allow-list, where a gather would be GatherElements)
+                unscale = (onehot * logits.unsqueeze(1)).sum(-1) / LRP_SEED_SCALE
                 out[self.output_keys[method.key]] = relevance.sum(2) * unscale[..., None, None]
         return out
