@@ -19,7 +19,7 @@ import torch
 
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
 from .attention import AttentionRelevance, DotProductAttention, WindowAttention, check_attention
-from .graph import OpNode
+from .graph import OpNode, consumers, first_layer
 from .lrp import (
     DEFAULT_STABILIZER,
     AlphaBeta,
@@ -85,18 +85,14 @@ class Composite:
             return DotProductAttention(op, relevance=True, stabilizer=self.stabilizer)
         return gradient_rule(op, nodes)  # max pooling, concatenation, reshapes, permutes, slices: where the values go
 
-
     def _rectified(self, norm: OpNode, nodes: dict[str, OpNode]) -> bool:
         """Whether relevance reaches ``norm``'s output only through one ReLU whose consumers all
         hand it back in proportion to their input (layers with a proportional rule, average
         pooling's Norm), so none arrives where the ReLU's output is zero."""
-        def consumers(name: str) -> list[OpNode]:
-            return [op for op in nodes.values() if name in op.inputs]
-
-        after = consumers(norm.name)
+        after = consumers(nodes.values(), norm.name)
         if len(after) != 1 or after[0].kind != "relu":
             return False
-        first = next(op.name for op in nodes.values() if op.kind in ("conv", "linear"))
+        first = first_layer(nodes.values())
 
         def proportional(op: OpNode) -> bool:
             if op.kind in ("avgpool", "adaptive_avgpool", "mean"):
@@ -106,7 +102,7 @@ class Composite:
             rule = self.first if op.name == first and self.first is not None else getattr(self, op.kind)
             return rule.proportional
 
-        readers = consumers(after[0].name)
+        readers = consumers(nodes.values(), after[0].name)
         return bool(readers) and all(proportional(op) for op in readers)
 
 

@@ -22,7 +22,7 @@ from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import Composite, make_composite
-from .graph import STRUCTURAL_KINDS, OpNode, run_forward, trace
+from .graph import STRUCTURAL_KINDS, OpNode, consumers, first_layer, run_forward, trace
 from .lrp import DEFAULT_STABILIZER
 from .rules import Rule, gradient_rule, times
 
@@ -138,8 +138,7 @@ class Explainer(nn.Module):
         self.output_keys = self._output_keys()
         self._input = self.nodes[0].name
         self._logits = self.nodes[-1].inputs[0]
-        linear_nodes = [op for op in self.nodes if op.kind in ("conv", "linear")]
-        self._first_layer = linear_nodes[0].name if linear_nodes else None
+        self._first_layer = first_layer(self.nodes)
         self.cam_layers = {m.layer: self._resolve_layer(m.layer) for m in self.methods if isinstance(m, GradCAM)}
         if expose_gradients and not self.cam_layers:
             raise ValueError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
@@ -202,9 +201,6 @@ class Explainer(nn.Module):
             if op.kind not in STRUCTURAL_KINDS and op.name not in self.gradient_rules:
                 self.gradient_rules[op.name] = gradient_rule(op, self.by_name)
 
-    def _consumers(self, name: str) -> list[OpNode]:
-        return [op for op in self.nodes if name in op.inputs]
-
     def activation_at(self, op: OpNode, env: dict) -> torch.Tensor:
         """The feature map the next layers see: after the ReLU when a ReLU is its only consumer.
 
@@ -212,9 +208,9 @@ class Explainer(nn.Module):
         activations stored there (by hooks, as pytorch-grad-cam does) are post-ReLU while the
         gradient is the one at the BatchNorm output; chexplain reads the same pair.
         """
-        consumers = self._consumers(op.name)
-        if len(consumers) == 1 and consumers[0].kind == "relu":
-            return env[consumers[0].name]
+        readers = consumers(self.nodes, op.name)
+        if len(readers) == 1 and readers[0].kind == "relu":
+            return env[readers[0].name]
         return env[op.name]
 
     def reverse(self, rules: nn.ModuleDict, env: dict, seed: torch.Tensor, capture: set[str] | None = None) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,6 +298,16 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
         kinds[node.name] = kind
         nodes.append(OpNode(node.name, target, kind, inputs, module, node, value))
     return graph_module, nodes
+
+
+def consumers(nodes: Iterable[OpNode], name: str) -> list[OpNode]:
+    """The nodes that read the tensor ``name``."""
+    return [op for op in nodes if name in op.inputs]
+
+
+def first_layer(nodes: Iterable[OpNode]) -> str | None:
+    """The first convolution or dense layer (LRP's first-layer rule applies there)."""
+    return next((op.name for op in nodes if op.kind in ("conv", "linear")), None)
 
 
 def _out_of_place(kwargs: dict[str, Any]) -> dict[str, Any]:

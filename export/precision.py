@@ -121,7 +121,6 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
         low |= per_class_node_indices(graph)
     initializers = {t.name: t for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}
-    producer_is_low = {name: i in low for i, node in enumerate(graph.node) for name in node.output}
     producer_index = {name: i for i, node in enumerate(graph.node) for name in node.output}
 
     casts_in: dict[int, list[onnx.NodeProto]] = {}  # after the FP32 producer's position (-1: graph inputs)
@@ -160,7 +159,7 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
     for index in sorted(low):
         node = graph.node[index]
         for slot, name in enumerate(node.input):
-            if name not in floats or (name in producer_is_low and producer_is_low[name]):
+            if name not in floats or producer_index.get(name, -1) in low:
                 continue
             if name in initializers:
                 node.input[slot] = half_weight(name)
