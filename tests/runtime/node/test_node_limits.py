@@ -213,8 +213,19 @@ def test_a_modality_retrying_while_at_its_limit_does_not_lock_itself_out(guarded
     assert len(refused) >= 20 and "limit 3" in refused[-1]["reason"]
 
 
-def test_unknown_peers_never_take_the_slots_kept_for_known_callers(guarded_node, dx_files):
-    node, port, _ = guarded_node
+@pytest.fixture
+def patient_node(node_model, tmp_path_factory):
+    """A node that waits 30 s for an association request: idle connections stay held however
+    slowly a busy machine accepts them (at 2 s the first ones were closed before the last arrived)."""
+    spool = tmp_path_factory.mktemp("patient") / "spool"
+    port = free_port()
+    node = serve(node_model, spool, port, "--acse-timeout", "30", "--max-associations-per-address", "3")
+    yield node, port, spool
+    assert node.stop() == 0
+
+
+def test_unknown_peers_never_take_the_slots_kept_for_known_callers(patient_node, dx_files):
+    node, port, _ = patient_node
     idle = []
     try:
         for n in range(2, 9):  # 7 addresses x 3 = 21 idle sockets against 16 slots, 4 of them kept
