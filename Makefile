@@ -16,9 +16,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE ?= chexplain/samples/00000001_000.png
 MODEL_ONNX ?= artifacts/densenet121-chexpert/model.onnx
-# Engine precision: mixed, the classifier in FP16 and the explanations in FP32, which keeps every
-# map of the default graph (README "Precision plan"; `make gpu-check` compares it with FP32 on
-# TensorRT). PRECISION=fp32 builds the FP32 engine.
+# Engine precision: mixed, the classifier and each class's explanation work in FP16, LRP's per-image
+# factors in FP32, which keeps every map of the default graph (README "Precision plan"; `make
+# gpu-check` compares it with FP32 on TensorRT). PRECISION=fp32 builds the FP32 engine.
 PRECISION ?= mixed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # The bundled demo model: DenseNet121 from scratch on 3000 phantoms (600 more for validation).

@@ -1,31 +1,35 @@
 """Precision plans for an exported graph: FP32 as exported, mixed, or FP16.
 
-``mixed`` runs the classifier's forward in FP16 (FP16 weights, FP16 activations) and keeps
-the explanation subgraph — every node that the logits do not depend on: the backward
-rules, LRP's divisions by (z + eps), the CAM weighting — in FP32, with a Cast wherever a
-forward activation enters it. ``fp16`` also runs the explanations' per-class work in FP16 —
-every node downstream of the explained classes (the ``targets`` tensor): the transposed
-convolutions and multiplies each class pays — and keeps in FP32 what is computed once per
-image from the forward (LRP's factors: 1/(z + eps) reaches 1/eps, far beyond FP16) and each
-explanation output's last node; a value entering FP16 from FP32 is clipped to +-65504 first.
-LRP's seed is scaled by a power of two in the graph (explain/explainer.py
-``LRP_SEED_SCALE``), so its relevances stay inside FP16's range. The precision is written into
-the graph itself (typed initializers and Cast nodes), as strongly typed TensorRT (11, and 10
-with STRONGLY_TYPED) and ONNX Runtime need; inputs and outputs keep their FP32 types, so the
-runtime contract does not change. Needs onnx and numpy only (no torch).
+Both reduced plans run the classifier's forward in FP16 (FP16 weights, FP16 activations) and
+keep in FP32 what LRP computes once per image from the forward (its factors: 1/(z + eps)
+reaches 1/eps, far beyond FP16) and each explanation output's last node. ``fp16`` runs every
+explanation's per-class work — every node downstream of the explained classes (the
+``targets`` tensor): the transposed convolutions and multiplies each class pays — in FP16;
+``mixed`` does so only for the methods measured to keep their maps there
+(``keeps_maps_in_fp16``: every CAM, the ``-bn`` LRP composites) and keeps the others' in FP32. A value entering FP16 from FP32 is
+clipped to +-65504 first. LRP's seed is scaled by a power of two in the graph
+(explain/explainer.py ``LRP_SEED_SCALE``), so its relevances stay inside FP16's range.
+
+The precision is written into the graph itself (typed initializers and Cast nodes), as
+strongly typed TensorRT (11, and 10 with STRONGLY_TYPED) and ONNX Runtime need; inputs and
+outputs keep their FP32 types, so the runtime contract does not change. Needs onnx and numpy
+only (no torch).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..grammar import PRECISIONS
+from ..grammar import BATCHNORM_RULE_SUFFIX, LRP_PREFIX, PRECISIONS
+from ..models.manifest import Manifest
 from .metadata import manifest_of, write_manifest
 
 FORWARD_OUTPUTS = ("probabilities", "logits")
@@ -58,14 +62,11 @@ def to_float16(values: np.ndarray) -> np.ndarray:
     return np.where(finite, np.clip(values, -FP16_MAX, FP16_MAX), values).astype(np.float16)
 
 
-def forward_node_indices(graph: onnx.GraphProto, outputs: tuple[str, ...] = FORWARD_OUTPUTS) -> set[int]:
-    """Indices of the nodes the classifier's outputs depend on (the forward pass)."""
+def ancestor_node_indices(graph: onnx.GraphProto, outputs: Iterable[str]) -> set[int]:
+    """Indices of the nodes that ``outputs`` depend on."""
     producer = {name: i for i, node in enumerate(graph.node) for name in node.output}
-    wanted = [o for o in outputs if o in producer]
-    if not wanted:
-        raise ValueError(f"the graph has none of the outputs {', '.join(outputs)}")
     seen: set[int] = set()
-    queue = deque(producer[o] for o in wanted)
+    queue = deque(producer[o] for o in outputs if o in producer)
     while queue:
         index = queue.popleft()
         if index in seen:
@@ -75,10 +76,18 @@ def forward_node_indices(graph: onnx.GraphProto, outputs: tuple[str, ...] = FORW
     return seen
 
 
-def per_class_node_indices(graph: onnx.GraphProto) -> set[int]:
+def forward_node_indices(graph: onnx.GraphProto, outputs: tuple[str, ...] = FORWARD_OUTPUTS) -> set[int]:
+    """Indices of the nodes the classifier's outputs depend on (the forward pass)."""
+    produced = {name for node in graph.node for name in node.output}
+    if not produced.intersection(outputs):
+        raise ValueError(f"the graph has none of the outputs {', '.join(outputs)}")
+    return ancestor_node_indices(graph, outputs)
+
+
+def per_class_node_indices(graph: onnx.GraphProto, excluded_outputs: Iterable[str] = ()) -> set[int]:
     """Indices of the nodes downstream of the explained classes (the ``targets`` tensor, an input
-    or the classifier's top-k), but for those that write a graph output: the explanations'
-    per-class work."""
+    or the classifier's top-k), but for those that write a graph output or that any of
+    ``excluded_outputs`` depends on: the explanations' per-class work."""
     graph_outputs = {o.name for o in graph.output}
     reached = {CLASSES}
     producer = next((node for node in graph.node if CLASSES in node.output), None)
@@ -90,7 +99,26 @@ def per_class_node_indices(graph: onnx.GraphProto) -> set[int]:
             reached.update(node.output)
             if not graph_outputs.intersection(node.output):
                 nodes.add(index)
-    return nodes
+    return nodes - ancestor_node_indices(graph, excluded_outputs)
+
+
+def fp16_fragile_methods(manifest: Manifest | None) -> dict[str, str]:
+    """Output name -> method label for the explanations that do not keep their maps in FP16
+    (``keeps_maps_in_fp16``)."""
+    methods = (manifest.explanations or {}).get("methods", []) if manifest is not None else []
+    labels = {entry["output"]: _label(entry) for entry in methods}
+    return {output: label for output, label in labels.items() if not keeps_maps_in_fp16(label)}
+
+
+def keeps_maps_in_fp16(label: str) -> bool:
+    """Whether a method keeps its maps (Pearson >= 0.99 with FP32) with the forward and each
+    class's work in FP16, as measured on the trained demo model (README "Precision plan"):
+    every CAM and the ``-bn`` LRP composites; the others' maps flip with the FP16 forward."""
+    return not label.startswith(LRP_PREFIX) or label.endswith(BATCHNORM_RULE_SUFFIX)
+
+
+def _label(entry: dict[str, Any]) -> str:
+    return f"{LRP_PREFIX}{entry['composite']}" if entry.get("family") == "lrp" else str(entry.get("variant"))
 
 
 def _float_tensor_types(model: onnx.ModelProto) -> set[str]:
@@ -119,6 +147,10 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.Mode
     low = forward_node_indices(graph)
     if precision == "fp16":
         low |= per_class_node_indices(graph)
+    else:  # mixed: the per-class work of the methods measured to keep in FP16; a graph without a manifest keeps FP32
+        manifest = manifest_of(model)
+        fragile = [o.name for o in graph.output] if manifest is None else list(fp16_fragile_methods(manifest))
+        low |= per_class_node_indices(graph, excluded_outputs=fragile)
     initializers = {t.name: t for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}
     producer_index = {name: i for i, node in enumerate(graph.node) for name in node.output}

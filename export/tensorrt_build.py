@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_ENGINE_PRECISION, DEFAULT_WORKSPACE_GB, PRECISIONS
+from ..grammar import DEFAULT_ENGINE_PRECISION, DEFAULT_WORKSPACE_GB, PRECISIONS
 from ..models.manifest import Manifest, sha256_of
 from ..runtime.backends.compatibility import with_stack_problems
 from ..runtime.backends.cuda import GpuInfo, gpu_info
 from ..runtime.backends.sidecars import engine_filename, gpu_slug, write_sidecar
 from ..runtime.backends.tensorrt_runner import import_tensorrt
 from .metadata import read_manifest
-from .precision import write_precision
+from .precision import fp16_fragile_methods, write_precision
 
 
 class EngineBuildError(RuntimeError):
@@ -123,14 +123,9 @@ def check_dla_core(dla_core: int, available: int) -> None:
 
 
 def precision_caveat(manifest: Manifest, precision: str) -> str | None:
-    """Why a reduced-precision engine of this graph may not keep its LRP maps, or None: only the
-    ``-bn`` composites' maps were measured to survive FP16 rounding, under mixed and under fp16
-    with its per-class work in FP16 (README "Precision plan")."""
-    if precision == "fp32":
-        return None
-    methods = (manifest.explanations or {}).get("methods", [])
-    fragile = [f"lrp:{m['composite']}" for m in methods
-               if m.get("family") == "lrp" and not str(m.get("composite", "")).endswith(BATCHNORM_RULE_SUFFIX)]
+    """Why a reduced-precision engine of this graph may not keep its maps, or None: FP16 rounding
+    of the forward flips the maps of the LRP composites without ``-bn`` (README "Precision plan")."""
+    fragile = list(fp16_fragile_methods(manifest).values()) if precision != "fp32" else []
     if fragile:
         return (f"{', '.join(fragile)} does not keep its maps under {precision} (FP16 rounding flips them); "
                 f"export a -bn composite (the default) or build --precision fp32")

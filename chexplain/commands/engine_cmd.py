@@ -14,8 +14,9 @@ from . import console, options
 @click.command("build-engine")
 @click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_ENGINE_PRECISION, show_default=True,
-              help="mixed: forward in FP16, explanations in FP32; fp16: each class's explanation work in FP16 too, "
-                   "LRP's per-image factors in FP32 (the -bn composites keep their maps); fp32.")
+              help="mixed: the forward and each class's work of the methods that keep their maps there in FP16 (every "
+                   "CAM, the -bn LRP composites), LRP's per-image factors and the other methods in FP32; fp16: each "
+                   "class's work of every method in FP16; fp32.")
 @click.option("--batch", "batch_text", default=DEFAULT_ENGINE_BATCH, show_default=True, metavar="MIN:OPT:MAX",
               help="Batch sizes of the optimisation profile (N alone: a fixed batch).")
 @click.option("--workspace", "workspace_gb", type=click.FloatRange(min=0.1), default=DEFAULT_WORKSPACE_GB,

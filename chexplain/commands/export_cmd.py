@@ -58,9 +58,10 @@ from . import console, options
 @click.option("--merge-batchnorm", is_flag=True,
               help="Canonizer: fold each BatchNorm into the convolution it directly follows before applying LRP rules.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
-              help="Precision written into the graph: fp32; mixed (classifier forward in FP16, explanations in FP32: "
-                   "for TensorRT 11 and ONNX Runtime CUDA); fp16 (the forward and each class's explanation work in FP16, "
-                   "LRP's per-image factors in FP32: the -bn composites keep their maps).")
+              help="Precision written into the graph (for TensorRT 11 and ONNX Runtime CUDA): fp32; mixed (the forward "
+                   "and each class's work of the methods that keep their maps there in FP16: every CAM, the -bn LRP "
+                   "composites; LRP's per-image factors and the other methods in FP32); fp16 (each class's work of "
+                   "every method in FP16).")
 @click.option("--parity", type=click.Choice(PARITY_MODES), default=PARITY_MODES[0], show_default=True,
               help="strict: exit 1 when the graph does not match PyTorch within tolerance; warn: say so and keep the "
                    "graph (studies of composites whose maps move with float rounding alone, e.g. lrp:epsilon-plus).")
@@ -110,7 +111,8 @@ def _judge_parity(parity: dict, precision: str, strict: bool) -> None:
     failed = ", ".join(parity["failed"])
     if precision != "fp32":
         problem = (f"the {precision} graph's {failed} fall below the precision plan's criteria (see the report); "
-                   f"the graph was written, but --precision mixed keeps the heatmaps faithful")
+                   f"the graph was written; --precision fp32 keeps them, and the -bn LRP composites keep their maps "
+                   f"in reduced precision (README \"Precision plan\")")
     elif parity["reference_overflow"]:
         problem = (f"PyTorch's own {', '.join(parity['reference_overflow'])} holds NaN or inf on these radiographs: "
                    f"the rules overflow on this model (e.g. lrp:z divides by pre-activations near zero); "

@@ -1,4 +1,5 @@
-"""The precision plan: FP16 forward, FP32 explanations, written into the graph; fidelity in ONNX Runtime."""
+"""The precision plans: FP16 forward, each class's explanation work in FP16 where it keeps, LRP's
+per-image factors in FP32, written into the graph; fidelity in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from onnx import TensorProto
 from chexplain.export.metadata import read_manifest
 from chexplain.export.parity import judge_reduced, load_inputs
 from chexplain.export.precision import (
+    ancestor_node_indices,
     convert_precision,
     forward_node_indices,
+    fp16_fragile_methods,
+    keeps_maps_in_fp16,
     per_class_node_indices,
     to_float16,
     write_precision,
@@ -45,21 +49,50 @@ def _weight_types(model: onnx.ModelProto, op_type: str, nodes: set[int]) -> set[
     return {initializers[n.input[1]] for i, n in enumerate(model.graph.node) if i in nodes and n.op_type == op_type}
 
 
-def test_mixed_runs_the_forward_in_fp16_and_the_explanations_in_fp32(default_onnx: Path, graphs: dict[str, Path]):
+def test_mixed_runs_the_forward_and_the_kept_methods_per_class_work_in_fp16(default_onnx: Path, graphs: dict[str, Path]):
     source = onnx.load(str(default_onnx))
     mixed = onnx.load(str(graphs["mixed"]))
-    forward = forward_node_indices(mixed.graph)
-    backward = set(range(len(mixed.graph.node))) - forward
+    forward, per_class = forward_node_indices(mixed.graph), per_class_node_indices(mixed.graph)
+    factors = set(range(len(mixed.graph.node))) - forward - per_class
     assert _weight_types(mixed, "Conv", forward) == {TensorProto.FLOAT16}
-    assert _weight_types(mixed, "Conv", backward) | _weight_types(mixed, "ConvTranspose", backward) == {TensorProto.FLOAT}
-    forward_convs = sum(mixed.graph.node[i].op_type == "Conv" for i in forward)
-    assert forward_convs == 120  # every convolution of DenseNet121
+    assert sum(mixed.graph.node[i].op_type == "Conv" for i in forward) == 120  # every convolution of DenseNet121
+    # Grad-CAM and the default LRP were measured to keep in FP16: each class's convolutions run there
+    assert _weight_types(mixed, "Conv", per_class) | _weight_types(mixed, "ConvTranspose", per_class) == {TensorProto.FLOAT16}
+    assert _weight_types(mixed, "Conv", factors) == {TensorProto.FLOAT}
     # The contract does not change: same names, FP32 in and out.
     assert [(i.name, i.type.tensor_type.elem_type) for i in mixed.graph.input] == \
         [(i.name, i.type.tensor_type.elem_type) for i in source.graph.input]
     assert [(o.name, o.type.tensor_type.elem_type) for o in mixed.graph.output] == \
         [(o.name, o.type.tensor_type.elem_type) for o in source.graph.output]
     assert read_manifest(graphs["mixed"]).precision == "mixed" and read_manifest(default_onnx).precision == "fp32"
+
+
+def test_mixed_keeps_the_per_class_work_of_unmeasured_methods_in_fp32(targets_graph: Path):
+    """lrp:epsilon does not keep in FP16: under mixed its per-class work stays FP32, Grad-CAM's
+    runs in FP16; under fp16 both run in FP16."""
+    model = onnx.load(str(targets_graph))
+    assert fp16_fragile_methods(read_manifest(targets_graph)) == {"lrp": "lrp:epsilon"}
+    types = {}
+    for precision in ("mixed", "fp16"):
+        graph = onnx.shape_inference.infer_shapes(convert_precision(model, precision)[0], strict_mode=True).graph
+        per_class = per_class_node_indices(graph)
+        lrp = per_class & ancestor_node_indices(graph, ["lrp"])
+        cam = per_class & ancestor_node_indices(graph, ["gradcam"]) - lrp
+        assert len(lrp) > 300 and len(cam) > 10
+        value_type = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+        for part, nodes in (("lrp", lrp), ("gradcam", cam)):
+            floats = [value_type[o] for i in nodes for o in graph.node[i].output
+                      if value_type.get(o) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+            types[precision, part] = floats.count(TensorProto.FLOAT16) / len(floats)  # the rest: casts back, clips
+    assert types["mixed", "lrp"] == 0 and types["mixed", "gradcam"] > 0.5
+    assert types["fp16", "lrp"] > 0.9 and types["fp16", "gradcam"] > 0.5
+
+
+@pytest.mark.parametrize(("label", "keeps"), [("gradcam", True), ("gradcam++", True), ("guided-gradcam", True),
+                                              ("lrp:epsilon-plus-smooth-bn", True), ("lrp:alpha2beta1-bn", True),
+                                              ("lrp:epsilon", False), ("lrp:epsilon-plus-flat", False)])
+def test_methods_measured_to_keep_in_fp16(label: str, keeps: bool):
+    assert keeps_maps_in_fp16(label) is keeps
 
 
 def test_mixed_keeps_every_map(outputs: dict[str, dict[str, np.ndarray]]):

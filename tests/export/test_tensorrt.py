@@ -99,8 +99,9 @@ def test_dla_cores_are_checked():
 
 
 def test_reduced_precision_warns_for_composites_that_do_not_keep():
-    def manifest(*composites: str) -> Manifest:
-        methods = [{"family": "gradcam", "variant": "gradcam"}] + [{"family": "lrp", "composite": c} for c in composites]
+    def manifest(*composites: str, cam: str = "gradcam") -> Manifest:
+        methods = [{"output": cam, "family": "gradcam", "variant": cam}]
+        methods += [{"output": f"lrp_{c}", "family": "lrp", "composite": c} for c in composites]
         return Manifest(name="m", explanations={"methods": methods})
 
     assert precision_caveat(manifest(DEFAULT_LRP_COMPOSITE), "mixed") is None
@@ -108,6 +109,7 @@ def test_reduced_precision_warns_for_composites_that_do_not_keep():
     assert "lrp:epsilon does not keep its maps under mixed" in precision_caveat(manifest("epsilon"), "mixed")
     assert precision_caveat(manifest(DEFAULT_LRP_COMPOSITE), "fp16") is None
     assert "lrp:epsilon does not keep its maps under fp16" in precision_caveat(manifest("epsilon"), "fp16")
+    assert precision_caveat(manifest(DEFAULT_LRP_COMPOSITE, cam="gradcam++"), "fp16") is None  # every CAM keeps
     assert precision_caveat(Manifest(name="m"), "fp16") is None  # nothing to lose
 
 
