@@ -6,9 +6,10 @@ reaches 1/eps, far beyond FP16) and each explanation output's last node. ``fp16`
 explanation's per-class work — every node downstream of the explained classes (the
 ``targets`` tensor): the transposed convolutions and multiplies each class pays — in FP16;
 ``mixed`` does so only for the methods measured to keep their maps there
-(``keeps_maps_in_fp16``: every CAM, the ``-bn`` LRP composites) and keeps the others' in FP32. A value entering FP16 from FP32 is
-clipped to +-65504 first. LRP's seed is scaled by a power of two in the graph
-(explain/explainer.py ``LRP_SEED_SCALE``), so its relevances stay inside FP16's range.
+(``keeps_maps_in_fp16``: every CAM, the ``-bn`` LRP composites) and keeps the others' in
+FP32. A value entering FP16 from FP32 is clipped to +-65504 first. LRP's seed is scaled by a
+power of two in the graph (explain/explainer.py ``LRP_SEED_SCALE``), so its relevances stay
+inside FP16's range.
 
 The precision is written into the graph itself (typed initializers and Cast nodes), as
 strongly typed TensorRT (11, and 10 with STRONGLY_TYPED) and ONNX Runtime need; inputs and

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU, a Jetson included (not part of `make test`; run it
 # after `make export`, or as `make gpu-check`):
-#   1. tests/gpu/check_engines.py (no torch): fp32, mixed and fp16 TensorRT engines of the
+#   1. tests/gpu/check_engines.py (no torch): fp32 and mixed TensorRT engines (fp16 too where its plan differs) of the
 #      exported graph against ONNX Runtime CPU, with latency; runs where TensorRT and cuda-python are;
 #   2. tests/gpu/check_torch.py (optional): the PyTorch explainer on CUDA, where torch sees a GPU.
 # Prints Markdown tables for BENCHMARKS.md; exit 0 when every check that ran passed and at least one ran.
