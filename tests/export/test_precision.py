@@ -96,8 +96,9 @@ def test_methods_measured_to_keep_in_fp16(label: str, keeps: bool):
 
 
 def test_mixed_keeps_every_map(outputs: dict[str, dict[str, np.ndarray]]):
-    """On the trained demo model the FP16 forward keeps the probabilities, Grad-CAM and the
-    default LRP (a -bn composite, whose maps do not flip with rounding; README "Precision plan")."""
+    """On the trained demo model the FP16 forward and per-class work keep the probabilities,
+    Grad-CAM and the default LRP (a -bn composite, whose maps do not flip with rounding; README
+    "Precision plan")."""
     reference, mixed = outputs["fp32"], outputs["mixed"]
     assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
     assert (mixed["targets"] == reference["targets"]).mean() >= 0.8
