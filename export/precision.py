@@ -23,7 +23,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -31,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..grammar import BATCHNORM_RULE_SUFFIX, LRP_PREFIX, PRECISIONS
 from ..models.manifest import Manifest
+from ..runtime.maps.methods import graph_methods
 from .metadata import manifest_of, write_manifest
 
 FORWARD_OUTPUTS = ("probabilities", "logits")
@@ -106,9 +106,9 @@ def per_class_node_indices(graph: onnx.GraphProto, excluded_outputs: Iterable[st
 def fp16_fragile_methods(manifest: Manifest | None) -> dict[str, str]:
     """Output name -> method label for the explanations that do not keep their maps in FP16
     (``keeps_maps_in_fp16``)."""
-    methods = (manifest.explanations or {}).get("methods", []) if manifest is not None else []
-    labels = {entry["output"]: _label(entry) for entry in methods}
-    return {output: label for output, label in labels.items() if not keeps_maps_in_fp16(label)}
+    explanations = (manifest.explanations if manifest is not None else None) or {}
+    return {method.output: method.label for method in graph_methods(explanations)
+            if method.output is not None and not keeps_maps_in_fp16(method.label)}
 
 
 def keeps_maps_in_fp16(label: str) -> bool:
@@ -116,10 +116,6 @@ def keeps_maps_in_fp16(label: str) -> bool:
     class's work in FP16, as measured on the trained demo model (README "Precision plan"):
     every CAM and the ``-bn`` LRP composites; the others' maps flip with the FP16 forward."""
     return not label.startswith(LRP_PREFIX) or label.endswith(BATCHNORM_RULE_SUFFIX)
-
-
-def _label(entry: dict[str, Any]) -> str:
-    return f"{LRP_PREFIX}{entry['composite']}" if entry.get("family") == "lrp" else str(entry.get("variant"))
 
 
 def _float_tensor_types(model: onnx.ModelProto) -> set[str]:
