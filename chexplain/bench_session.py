@@ -25,10 +25,12 @@ from .runtime.bench.cases import (
     Prepared,
     bench_case,
     example_targets,
+    feeds_for,
     interleaved,
     prepare,
 )
 from .runtime.bench.machine import machine
+from .runtime.bench.memory import session_memory_mb
 from .runtime.bench.timing import summarize
 from .runtime.evaluation.fidelity import fidelity
 from .runtime.maps.methods import graph_methods
@@ -168,6 +170,17 @@ def case_fidelity(settings: Settings, source: Source, case: Case, prepared: Sequ
     return fidelity(outputs, reference, maps)
 
 
+def case_session_memory(settings: Settings, source: Source, case: Case, prepared: Sequence[Prepared]) -> float | None:
+    """The case's graph on its own in a fresh process (None, with a warning, where that cannot be measured)."""
+    images = np.stack([prepared[i % len(prepared)].image for i in range(case.batch)])
+    try:
+        return session_memory_mb(source.backend.path, source.backend.name, settings.threads, images,
+                                 feeds_for(source.backend, case))
+    except (OSError, RuntimeError, ValueError) as error:
+        settings.warnings.append(f"{case.label}: session memory not measured ({error})")
+        return None
+
+
 def run_benchmark(settings: Settings, log: Callable[[str], None]) -> tuple[dict[str, Any], list[CaseResult], list[list[str]]]:
     """Every case, then the references; returns the JSON document, the results and the reference rows."""
     where = machine(settings.threads)
@@ -184,9 +197,11 @@ def run_benchmark(settings: Settings, log: Callable[[str], None]) -> tuple[dict[
                             iterations=settings.iterations, duration_s=settings.duration_s)
         if settings.fidelity:
             result.fidelity = case_fidelity(settings, source, case, prepared, cache)
+        result.session_mb = case_session_memory(settings, source, case, prepared)
         results.append(result)
         log(f"    median {result.inference.median:.2f} ms, p99 {result.inference.p99:.2f} ms, "
-            f"{result.inference.throughput:.1f} img/s, CV {result.inference.cv:.1%}")
+            f"{result.inference.throughput:.1f} img/s, CV {result.inference.cv:.1%}"
+            + (f", session {result.session_mb:.0f} MB" if result.session_mb is not None else ""))
         settings.warnings += [f"{case.label}: {w}" for w in result.warnings]
     reference_rows: list[list[str]] = []
     reference_data: list[dict[str, Any]] = []

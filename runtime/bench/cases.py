@@ -5,7 +5,8 @@ wall times of the inference call alone (trtexec's "latency"; for TensorRT also t
 compute time by CUDA events, without transfers), and a second loop from file to overlay
 split into decode + preprocess, inference (with host/device transfers), postprocess
 (heatmaps mapped onto the original grid and coloured; no file writing) and end to end.
-Memory: the process's peak RSS, GPU memory in use, model file size. Fidelity against a
+Memory: the process's peak RSS, the session's own (``memory.py``), GPU memory in use, model
+file size. Fidelity against a
 reference (the FP32 PyTorch explainer when torch is installed) is added by the caller.
 No torch here.
 """
@@ -60,6 +61,7 @@ class CaseResult:
     stages: dict[str, Summary]
     gpu_compute: Summary | None = None
     peak_rss_mb: float = 0.0
+    session_mb: float | None = None
     gpu_memory_mb: float | None = None
     fidelity: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -75,6 +77,7 @@ class CaseResult:
             "transfers_in_inference": True,
             "stages_ms": {name: s.to_dict() for name, s in self.stages.items()},
             "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "session_mb": self.session_mb,
             "gpu_memory_mb": self.gpu_memory_mb,
             "fidelity": self.fidelity,
             "warnings": self.warnings,

@@ -46,7 +46,8 @@ def stage_rows(results: Sequence[CaseResult]) -> list[list[str]]:
         stages = [_ms(r.stages[name].median) for name in STAGES]
         rows.append(_case_columns(r.case) + stages + [
             _ms(r.gpu_compute.median) if r.gpu_compute else "-",
-            f"{r.peak_rss_mb:.0f}", f"{r.gpu_memory_mb:.0f}" if r.gpu_memory_mb is not None else "-",
+            f"{r.peak_rss_mb:.0f}", f"{r.session_mb:.0f}" if r.session_mb is not None else "-",
+            f"{r.gpu_memory_mb:.0f}" if r.gpu_memory_mb is not None else "-",
             f"{r.model_bytes / 2**20:.1f}",
             f"{fidelity['probabilities_max_abs_diff']:.1e}" if "probabilities_max_abs_diff" in fidelity else "-",
             f"{min(maps):.4f}" if maps else "-",
@@ -57,7 +58,7 @@ def stage_rows(results: Sequence[CaseResult]) -> list[list[str]]:
 CASE_HEADER = ["backend", "method", "K", "batch"]
 LATENCY_HEADER = CASE_HEADER + ["median ms", "mean", "min", "p90", "p95", "p99", "max", "img/s", "CV", "vs forward"]
 STAGE_HEADER = CASE_HEADER + ["decode+prep ms", "inference ms", "post ms", "end-to-end ms", "GPU compute ms",
-                              "peak RSS MB", "GPU mem MB", "model MiB", "max abs dprob", "min map pearson"]
+                              "peak RSS MB", "session MB", "GPU mem MB", "model MiB", "max abs dprob", "min map pearson"]
 REFERENCE_HEADER = ["what", "reference", "reference median ms", "chexplain median ms", "chexplain faster"]
 
 

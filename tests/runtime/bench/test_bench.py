@@ -110,6 +110,9 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
         fidelity_of = case["fidelity"]
         assert fidelity_of["probabilities_max_abs_diff"] <= 1e-5 and fidelity_of["targets_agreement"] == 1.0
         assert fidelity_of["gradcam"]["min_pearson"] >= 0.9999 and fidelity_of["lrp"]["min_pearson"] >= 0.999
+    # the graph's own memory, from a fresh process: what a deployment adds, growing with the batch
+    assert all(20 < case["session_mb"] < case["peak_rss_mb"] for case in cases)
+    assert cases[1]["session_mb"] > cases[0]["session_mb"] + 50
     references = {r["reference"]: r for r in document["references"]}
     assert set(references) == {"pytorch-grad-cam gradcam, 3 classes (batched)", f"Zennit {DEFAULT_LRP_COMPOSITE}, 3 classes",
                                "eager PyTorch forward"}
@@ -117,7 +120,7 @@ def test_bench_end_to_end_with_references(default_onnx: Path, radiographs: list[
         assert reference["speedup"] == pytest.approx(reference["reference_median_ms"] / reference["chexplain_median_ms"])
         assert len(reference["reference_samples_ms"]) >= 3
     markdown = (tmp_path / "bench.md").read_text()
-    assert "| backend | method | K | batch | median ms |" in markdown and f"Zennit {DEFAULT_LRP_COMPOSITE}, 3 classes" in markdown
+    assert "| backend | method | K | batch | median ms |" in markdown and "session MB" in markdown and f"Zennit {DEFAULT_LRP_COMPOSITE}, 3 classes" in markdown
     assert document["machine"]["cpu"] in markdown
 
 
