@@ -20,6 +20,7 @@ HINTS = {
     "pydicom": ("pydicom", "pip install 'chexplain[dicom]'"),
     "pynetdicom": ("pynetdicom", "pip install 'chexplain[node]'"),
     "highdicom": ("highdicom", "pip install 'chexplain[node]'"),
+    "requests": ("requests", "pip install 'chexplain[node]'"),
     "tomli": ("tomli", "pip install 'chexplain[node]'"),
     "tensorrt": ("TensorRT", "on a Jetson it comes with JetPack (python3-libnvinfer; a venv with "
                  "--system-site-packages, then pip install 'chexplain[jetson]'); elsewhere pip install 'chexplain[tensorrt]'"),

@@ -7,6 +7,9 @@ import contextlib
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 IMAGES = DATA / "images"
@@ -30,3 +33,8 @@ def headless_chromium(what: str):
             yield browser
         finally:
             browser.close()
+
+
+def inside(polygon, column: float, row: float) -> bool:
+    """(column, row) on or inside the closed polygon [N, 2] of (column, row) pairs."""
+    return cv2.pointPolygonTest(np.asarray(polygon, np.float32).reshape(-1, 1, 2), (column, row), False) >= 0

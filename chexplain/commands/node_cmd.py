@@ -42,11 +42,16 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seg/--no-seg", "segmentation", default=None,
                      help="Also write a DICOM Segmentation for DICOM inputs: one segment per explained class and "
                           "method, the top 5% of the map's positive evidence [default: no]."),
+        click.option("--kos/--no-kos", "key_objects", default=None,
+                     help="Also write a Key Object Selection for DICOM inputs, referencing every DICOM result of "
+                          "the radiograph, for worklists that list key objects [default: no]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
                      help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
-        click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT",
-                     help="Send the DICOM results to this AE (C-STORE), retrying with back-off; repeatable "
-                          "(each destination has its own queue); replaces the config's [forward]."),
+        click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT|URL",
+                     help="Send the DICOM results to this AE (C-STORE) or DICOMweb service (STOW-RS to URL/studies), "
+                          "retrying with back-off; repeatable (each destination has its own queue); replaces the "
+                          "config's [forward]. Credentials for a URL only from the config (token_file, token_env, "
+                          "username with password_file or password_env)."),
         click.option("--forward-tls", is_flag=True, default=None,
                      help="Send to every destination over TLS (its certificate checked against --tls-ca, ours "
                           "presented when --tls-cert is given)."),
@@ -86,11 +91,18 @@ def _require(modules: tuple[str, ...], command: str) -> None:
 
 
 def _require_result_libraries(config: Any) -> None:
-    """highdicom for the results that need it: the TID 1500 report and the segmentation."""
+    """highdicom for the results that need it (the TID 1500 report, the segmentation, the KOS),
+    requests for DICOMweb destinations."""
+    from ..runtime.node.config import WebDestination
+
+    if any(isinstance(destination, WebDestination) for destination in config.forward):
+        _require(("requests",), "a DICOMweb destination (STOW-RS)")
     if config.structured_report and config.sr_template == "tid1500":
         _require(("highdicom",), "the TID 1500 report (--sr)")
     if config.segmentation:
         _require(("highdicom",), "the segmentation (--seg)")
+    if config.key_objects:
+        _require(("highdicom",), "the key object selection (--kos)")
 
 
 def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str, ...] = (), **flags: Any) -> Any:
@@ -98,7 +110,15 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
     from dataclasses import replace
 
     from ..grammar import requested_methods
-    from ..runtime.node.config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
+    from ..runtime.node.config import (
+        Caller,
+        ConfigError,
+        Destination,
+        NodeConfig,
+        load_config,
+        parse_destination,
+        with_overrides,
+    )
 
     try:
         config = load_config(config_file) if config_file else NodeConfig()
@@ -106,10 +126,12 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
         per_destination = {k: v for k in ("retry_initial_s", "retry_max_s") if (v := flags.pop(k, None)) is not None}
         if flags.pop("forward_tls", None):
             per_destination["tls"] = True
-        forward = tuple(Destination.parse(text) for text in forward_to) or config.forward
+        forward = tuple(parse_destination(text) for text in forward_to) or config.forward
         if per_destination and not forward:
             raise ConfigError("--retry-initial, --retry-max and --forward-tls need a destination (--forward or [forward])")
-        flags["forward"] = tuple(replace(destination, **per_destination) for destination in forward) or None
+        flags["forward"] = tuple(replace(destination, **{key: value for key, value in per_destination.items()
+                                                         if key != "tls" or isinstance(destination, Destination)})
+                                 for destination in forward) or None  # a URL's own scheme says TLS
         flags["methods"] = tuple(requested_methods(flags["methods"])) or None
         flags["callers"] = config.callers + tuple(Caller.parse(text) for text in allow_callers) or None
         return with_overrides(config, **flags).check(listening)
@@ -168,7 +190,7 @@ def serve(config_file, allow_callers, **flags) -> None:
     A Storage SCP for CR and DX images that keeps each instance durably before answering,
     explains it with the exported model and writes, per instance, result.json, PNG overlays
     and a Secondary Capture per explained class and method (optionally a Basic Text SR) to
-    the spool's outbox, forwarding the DICOM objects when --forward is given. Stops cleanly
+    the spool's outbox, forwarding the DICOM objects (C-STORE or STOW-RS) when --forward is given. Stops cleanly
     on SIGTERM; what was received and not yet explained is explained after the next start.
     """
     _require(("pydicom", "pynetdicom"), "serve")

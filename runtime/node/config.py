@@ -27,6 +27,7 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     sr_template = "tid1500"         # a TID 1500 measurement report (coded findings); or "basic-text"
     compress = true                 # Secondary Captures in JPEG-LS lossless (sent decoded where refused)
     segmentation = true             # a DICOM SEG of where each map points (its top 5% of positive evidence)
+    key_objects = true              # a Key Object Selection referencing each radiograph's DICOM results
     max_size = 1024                 # longest side of the Secondary Captures, in pixels
     opacity = 0.6
 
@@ -65,17 +66,26 @@ explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed:
     retry_initial_s = 5
     retry_max_s = 300
     tls = false                     # true: TLS, the destination's certificate checked against ca_bundle
+
+    [[forward]]                     # a DICOMweb destination: STOW-RS to the service's base URL,
+    url = "https://pacs.example.org/dicom-web"   # same queue, retries and rejections as C-STORE
+    token_file = "/etc/chexplain/pacs.token"     # bearer token from a file, or token_env = "NAME";
+                                    # or basic: username = "...", password_file or password_env
+    ca_bundle = "/etc/chexplain/pacs-ca.pem"     # CAs of the server's certificate (default: the system's)
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
+import os
 import ssl
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,8 +142,97 @@ class Destination:
         title, at, address = text.partition("@")
         host, colon, port = address.rpartition(":")
         if not (at and colon and host and port.isdigit()):
-            raise ConfigError(f"--forward {text!r}: expected AE@HOST:PORT")
+            raise ConfigError(f"--forward {text!r}: expected AE@HOST:PORT or an http(s):// URL")
         return cls(check_ae_title(title, "forward"), host, check_port(int(port), "forward"))
+
+
+@dataclass(frozen=True)
+class WebDestination:
+    """Where the DICOM results are sent by DICOMweb STOW-RS (PS3.18 10.5): the service's base URL
+    (``.../studies`` is appended). Credentials come from a file or an environment variable, never
+    from the command line, and go only over https."""
+
+    url: str
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
+    ca_bundle: Path | None = None  # CAs of an https server's certificate (None: the system's)
+    token_file: Path | None = None  # a bearer token ...
+    token_env: str | None = None
+    username: str | None = None  # ... or basic authentication
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    @classmethod
+    def parse(cls, text: str) -> WebDestination:
+        return cls(text.rstrip("/")).check_url()
+
+    def check_url(self) -> WebDestination:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"forward {self.url!r}: expected an http:// or https:// URL of a DICOMweb service")
+        if parts.username or parts.password:
+            raise ConfigError(f"forward {parts.hostname}: no credentials in the URL; use token_file / token_env or "
+                              f"username with password_file / password_env in the config")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"forward {self.url!r}: the base URL takes no query or fragment")
+        return self
+
+    def check(self) -> WebDestination:
+        """The URL, the credentials' sources (readable now) and the CA file; ConfigError otherwise."""
+        self.check_url()
+        token = self.token_file is not None or self.token_env is not None
+        basic = self.username is not None or self.password_file is not None or self.password_env is not None
+        if token and basic:
+            raise ConfigError(f"{self.url}: a bearer token or basic authentication, not both")
+        if (self.token_file is not None and self.token_env) or (self.password_file is not None and self.password_env):
+            raise ConfigError(f"{self.url}: a secret from a file or from the environment, not both")
+        if basic and (self.username is None or (self.password_file is None and not self.password_env)):
+            raise ConfigError(f"{self.url}: basic authentication needs username and password_file or password_env")
+        https = urlsplit(self.url).scheme == "https"
+        if (token or basic) and not https:
+            raise ConfigError(f"{self.url}: credentials go only over https (they would cross the network in clear)")
+        if self.ca_bundle is not None and (not https or not self.ca_bundle.is_file()):
+            raise ConfigError(f"{self.url}: ca_bundle {self.ca_bundle} " + ("is not a file" if https else
+                                                                              "needs an https URL"))
+        check_seconds(self.retry_initial_s, f"{self.url}: retry_initial_s")
+        check_seconds(self.retry_max_s, f"{self.url}: retry_max_s")
+        self.authorization()
+        return self
+
+    def authorization(self) -> str | None:
+        """The Authorization header's value, read from its file or variable now (a rotated token is
+        picked up on the next connection); None without credentials."""
+        if self.token_file is not None or self.token_env:
+            return "Bearer " + self._secret(self.token_file, self.token_env, "token")
+        if self.username is not None:
+            password = self._secret(self.password_file, self.password_env, "password")
+            return "Basic " + base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+        return None
+
+    def _secret(self, path: Path | None, variable: str | None, what: str) -> str:
+        if path is not None:
+            try:
+                value = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{self.url}: cannot read the {what} file {path} ({error})") from None
+        else:
+            value = os.environ.get(variable or "", "").strip()
+            if not value:
+                raise ConfigError(f"{self.url}: the environment variable {variable} holding the {what} is not set")
+        if not value or any(c in value for c in "\r\n"):
+            raise ConfigError(f"{self.url}: the {what} is empty or spans lines")
+        return value
+
+
+def parse_destination(text: str) -> Destination | WebDestination:
+    """``--forward``: ``AE@HOST:PORT`` (C-STORE) or an http(s) URL (STOW-RS, no credentials)."""
+    if text.startswith(("http://", "https://")):
+        return WebDestination.parse(text)
+    return Destination.parse(text)
 
 
 @dataclass(frozen=True)
@@ -156,9 +255,10 @@ class NodeConfig:
     sr_template: str = "tid1500"
     compress: bool = True
     segmentation: bool = False
+    key_objects: bool = False
     max_size: int = 1024
     opacity: float = 0.6
-    forward: tuple[Destination, ...] = ()
+    forward: tuple[Destination | WebDestination, ...] = ()
     max_associations: int = 16
     max_associations_per_address: int = 4
     reserved_associations: int = 4
@@ -203,6 +303,10 @@ class NodeConfig:
         return server_context(self.tls_certificate, self.tls_key, self.tls_ca_bundle,
                               self.tls_require_client_certificate)
 
+    @property
+    def forwards_with_dicom_tls(self) -> bool:
+        return any(isinstance(d, Destination) and d.tls for d in self.forward)
+
     def client_tls(self) -> ssl.SSLContext:
         """The forwarder's TLS context (for destinations with tls = true)."""
         from .tls import client_context
@@ -239,9 +343,12 @@ class NodeConfig:
                               "--tls-key)")
         if listening:
             self.server_tls()
-        if any(destination.tls for destination in self.forward):
+        if self.forwards_with_dicom_tls:
             self.client_tls()
         for destination in self.forward:
+            if isinstance(destination, WebDestination):
+                destination.check()
+                continue
             check_seconds(destination.retry_initial_s, f"{destination.name}: retry_initial_s")
             check_seconds(destination.retry_max_s, f"{destination.name}: retry_max_s")
         named = [destination.name for destination in self.forward]
@@ -283,7 +390,8 @@ _TABLES: dict[str, dict[str, str]] = {
     "model": {"path": "model", "backend": "backend", "methods": "methods", "classes": "classes", "threads": "threads",
               "allow_any_view": "allow_any_view"},
     "results": {"structured_report": "structured_report", "sr_template": "sr_template", "max_size": "max_size",
-                "opacity": "opacity", "compress": "compress", "segmentation": "segmentation"},
+                "opacity": "opacity", "compress": "compress", "segmentation": "segmentation",
+                "key_objects": "key_objects"},
     "accept": {"modalities": "accept_modalities", "body_parts": "accept_body_parts",
                "exclude_views": "exclude_views", "image_type": "require_image_type"},
     "tls": {"certificate": "tls_certificate", "key": "tls_key", "ca_bundle": "tls_ca_bundle",
@@ -354,10 +462,36 @@ def _from_document(document: dict[str, Any]) -> NodeConfig:
     return NodeConfig(**values)
 
 
-def _destination(content: Any) -> Destination:
+_WEB_KEYS = {"url": str, "retry_initial_s": float, "retry_max_s": float, "ca_bundle": Path, "token_file": Path,
+             "token_env": str, "username": str, "password_file": Path, "password_env": str}
+
+
+def _web_destination(content: dict[str, Any]) -> WebDestination:
+    """A [forward] table with a url: a DICOMweb destination."""
+    unknown = set(content) - set(_WEB_KEYS)
+    if unknown:
+        raise ConfigError(f"[forward] with a url has unknown keys {', '.join(sorted(unknown))} "
+                          f"(known: {', '.join(_WEB_KEYS)})")
+    values: dict[str, Any] = {}
+    for key, value in content.items():
+        kind = _WEB_KEYS[key]
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"[forward] {key} must be a number of seconds, not {value!r}")
+            values[key] = float(value)
+        elif not isinstance(value, str) or not value:
+            raise ConfigError(f"[forward] {key} must be a non-empty string, not {value!r}")
+        else:
+            values[key] = Path(value) if kind is Path else value.rstrip("/") if key == "url" else value
+    return WebDestination(**values).check_url()
+
+
+def _destination(content: Any) -> Destination | WebDestination:
     """One [forward] / [[forward]] table."""
     if not isinstance(content, dict):
         raise ConfigError("forward must be a table ([forward]) or an array of tables ([[forward]])")
+    if "url" in content:
+        return _web_destination(content)
     allowed = {"ae_title", "host", "port", "retry_initial_s", "retry_max_s", "tls"}
     unknown = set(content) - allowed
     missing = {"ae_title", "host", "port"} - set(content)

@@ -1,5 +1,6 @@
-"""Send the node's DICOM results on to destination AEs (C-STORE SCU): one queue per destination,
-and an answer handled by its status category, so that no object holds up the others.
+"""Send the node's DICOM results on to destinations — AEs by C-STORE, DICOMweb services by
+STOW-RS (``stow.py``) —: one queue per destination, and an answer handled by its status
+category, so that no object holds up the others.
 
 Every ``.dcm`` in the outbox is sent once to each destination. The destination's answer
 decides, by pynetdicom's status categories (PS3.7 annex C):
@@ -14,9 +15,14 @@ decides, by pynetdicom's status categories (PS3.7 annex C):
   context for it at the destination, ...): the object is permanently rejected by that
   destination. A copy goes to ``rejected/<destination>/<item>/`` with the status beside it,
   and the rest go on.
-- No answer (the association failed, was aborted or timed out at ``Timeouts``): the
-  destination is down; everything for it waits, with the same doubling delay, while the
-  other destinations go on.
+- No answer (the association failed, was aborted or timed out at ``Timeouts``; for STOW-RS
+  also an HTTP answer about the destination rather than the object: credentials refused, no
+  service at the URL): the destination is down; everything for it waits, with the same
+  doubling delay, while the other destinations go on.
+
+A STOW-RS answer is read into the same categories (``stow.py``): the Failure Reason the server
+gives for the instance is a C-STORE status; without one, 408, 429 and 5xx are "not now" and
+other 4xx a refusal.
 
 Delivery is at least once: the marker is written after the destination's answer, so an
 object whose answer was lost (the node killed between the two) is sent again after the
@@ -38,12 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from .basic_text_sr import BASIC_TEXT_SR_STORAGE
-from .config import Destination
+from .config import Destination, WebDestination
 from .events import EventLog, Metrics, uid_hash
+from .key_objects import KEY_OBJECT_SELECTION_STORAGE
 from .measurement_report import COMPREHENSIVE_3D_SR_STORAGE
 from .secondary_capture import LOSSLESS, SECONDARY_CAPTURE_STORAGE
 from .segmentation import SEGMENTATION_STORAGE
 from .spool import PARTIAL_PREFIX, fsync_dir, write_durably
+from .stow import RETRIED_HTTP, DestinationRefused, StowAnswer, StowChannel
 
 SENT_SUFFIX = ".sent"
 STATUS_SUFFIX = ".status.txt"
@@ -54,14 +62,16 @@ UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")  # explicit, implici
 # and an uncompressed context remains for a destination that refuses them.
 PROPOSED = [*((SECONDARY_CAPTURE_STORAGE, (syntax,)) for syntax in LOSSLESS), (SECONDARY_CAPTURE_STORAGE, UNCOMPRESSED),
             (BASIC_TEXT_SR_STORAGE, UNCOMPRESSED), (COMPREHENSIVE_3D_SR_STORAGE, UNCOMPRESSED),
-            (SEGMENTATION_STORAGE, UNCOMPRESSED)]
+            (SEGMENTATION_STORAGE, UNCOMPRESSED), (KEY_OBJECT_SELECTION_STORAGE, UNCOMPRESSED)]
 OUT_OF_RESOURCES = range(0xA700, 0xA800)  # Storage service class (PS3.4 B.2.3)
 RESOURCE_LIMITATION, PROCESSING_FAILURE = 0x0213, 0x0110  # general statuses (PS3.7 C.5)
 NO_CONTEXT = "no presentation context for this SOP class accepted by the destination"
 
 
-def destination_key(destination: Destination) -> str:
+def destination_key(destination: Destination | WebDestination) -> str:
     """A file-name-safe name of a destination for its markers and its rejected/ folder."""
+    if isinstance(destination, WebDestination):
+        return "web_" + re.sub(r"[^A-Za-z0-9.-]", "_", destination.url.split("://", 1)[1])
     return re.sub(r"[^A-Za-z0-9.-]", "_", f"{destination.ae_title.strip()}_{destination.host}_{destination.port}")
 
 
@@ -78,14 +88,26 @@ class Answer:
     status: int | None
     category: str
     reason: str = ""
+    http: int | None = None  # a STOW-RS answer's HTTP status
+    retry: bool = False  # "not now" said by HTTP alone (408, 429, 5xx)
 
     @classmethod
-    def of(cls, status: int) -> Answer:
+    def of(cls, status: int, http: int | None = None) -> Answer:
         from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
         category = code_to_category(status)
         described = STORAGE_SERVICE_CLASS_STATUS.get(status)
-        return cls(status, category, f"{described[0]}: {described[1]}" if described else category)
+        return cls(status, category, f"{described[0]}: {described[1]}" if described else category, http)
+
+    @classmethod
+    def of_web(cls, answer: StowAnswer) -> Answer:
+        """A STOW-RS answer in C-STORE's categories (the rules in ``stow.py``)."""
+        if answer.reason is not None:
+            return cls.of(answer.reason, answer.http)
+        if 200 <= answer.http < 300:
+            return cls(None, "Warning" if answer.warning else "Success", "stored", answer.http)
+        retry = answer.http in RETRIED_HTTP or answer.http >= 500
+        return cls(None, "Failure", "not now" if retry else "refused", answer.http, retry)
 
     @property
     def stored(self) -> bool:
@@ -93,10 +115,17 @@ class Answer:
 
     @property
     def transient(self) -> bool:
-        return self.status is not None and is_transient(self.status)
+        return self.retry or (self.status is not None and is_transient(self.status))
+
+    def code(self) -> str | None:
+        """The status as logged: ``0xA700``, ``HTTP 503``, both, or None (refused before sending)."""
+        parts = ([f"HTTP {self.http}"] if self.http is not None else []) + (
+            [f"0x{self.status:04X}"] if self.status is not None else [])
+        return " ".join(parts) or None
 
     def describe(self) -> str:
-        return (f"status 0x{self.status:04X} ({self.reason})" if self.status is not None else self.reason)
+        code = self.code()
+        return f"status {code} ({self.reason})" if code else self.reason
 
 
 class Unreachable(Exception):
@@ -154,6 +183,75 @@ class Timeouts:
     network: float = 60.0
 
 
+class DimseChannel:
+    """One association with a C-STORE destination, for a batch of objects."""
+
+    def __init__(self, destination: Destination, calling_ae: str, tls: ssl.SSLContext | None,
+                 timeouts: Timeouts) -> None:
+        self.destination, self.calling_ae, self.tls, self.timeouts = destination, calling_ae, tls, timeouts
+        self.assoc: Any = None
+        self.accepted: dict[str, set[str]] = {}
+
+    def __enter__(self) -> DimseChannel:
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.calling_ae)
+        ae.connection_timeout, ae.acse_timeout = self.timeouts.connect, self.timeouts.acse
+        ae.dimse_timeout, ae.network_timeout = self.timeouts.dimse, self.timeouts.network
+        for sop_class, syntaxes in PROPOSED:
+            ae.add_requested_context(sop_class, list(syntaxes))
+        target = self.destination
+        tls_args = (self.tls, target.host) if target.tls and self.tls is not None else None
+        if target.tls and tls_args is None:
+            raise Unreachable(f"{target.name} needs TLS and no TLS context was given")
+        self.assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
+        if not self.assoc.is_established:
+            raise Unreachable(f"no association with {target.name}")
+        for context in self.assoc.accepted_contexts:
+            self.accepted.setdefault(str(context.abstract_syntax), set()).update(map(str, context.transfer_syntax))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.assoc.is_established:
+            self.assoc.release()
+
+    def store(self, path: Path, ds: Any) -> Answer:
+        """C-STORE ``ds`` (decoded first where the destination takes its SOP class only uncompressed)."""
+        sop_class = str(ds.SOPClassUID)
+        if sop_class not in self.accepted:
+            return Answer(None, "Failure", NO_CONTEXT)
+        if str(ds.file_meta.TransferSyntaxUID) not in self.accepted[sop_class]:
+            if not self.accepted[sop_class] & set(UNCOMPRESSED):  # neither as written nor decoded
+                return Answer(None, "Failure", "the destination takes this SOP class only as "
+                              + ", ".join(sorted(self.accepted[sop_class])))
+            ds.decompress(generate_instance_uid=False)  # the destination takes it only uncompressed: same pixels
+        response = self.assoc.send_c_store(ds)
+        if "Status" not in response:
+            raise Unreachable(f"{path.name}: no response from {self.destination.name}")
+        return Answer.of(int(response.Status))
+
+
+class WebChannel:
+    """One HTTP session with a DICOMweb destination (STOW-RS), for a batch of objects."""
+
+    def __init__(self, destination: WebDestination, timeouts: Timeouts) -> None:
+        self.stow = StowChannel(destination, timeouts.connect, timeouts.network)
+
+    def __enter__(self) -> WebChannel:
+        self.stow.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stow.__exit__(*exc)
+
+    def store(self, path: Path, ds: Any) -> Answer:
+        """POST the file as written (every STOW-RS server takes the transfer syntaxes it names)."""
+        try:
+            return Answer.of_web(self.stow.post(path, str(ds.SOPInstanceUID)))
+        except (ConnectionError, DestinationRefused) as error:
+            raise Unreachable(f"{path.name}: {error}") from None
+
+
 class Forwarder:
     """One destination with its own queue and back-off; ``send`` is one association, ``run`` the
     loop of the destination's thread."""
@@ -181,57 +279,33 @@ class Forwarder:
         return [f for f in self.queue.unsent() if self.retry_at.get(f, (0.0, 0.0))[0] <= now]
 
     def send(self, files: Sequence[Path]) -> None:
-        """Offer ``files`` over one association, read one at a time (a long backlog never sits in
-        memory), each handled by its answer. Raises Unreachable when the destination gives none."""
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.calling_ae)
-        ae.connection_timeout, ae.acse_timeout = self.timeouts.connect, self.timeouts.acse
-        ae.dimse_timeout, ae.network_timeout = self.timeouts.dimse, self.timeouts.network
-        for sop_class, syntaxes in PROPOSED:
-            ae.add_requested_context(sop_class, list(syntaxes))
-        target = self.destination
-        tls_args = (self.tls, target.host) if target.tls and self.tls is not None else None
-        if target.tls and tls_args is None:
-            raise Unreachable(f"{self.name} needs TLS and no TLS context was given")
-        assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
-        if not assoc.is_established:
-            raise Unreachable(f"no association with {self.name}")
-        try:
-            accepted: dict[str, set[str]] = {}
-            for context in assoc.accepted_contexts:
-                accepted.setdefault(str(context.abstract_syntax), set()).update(map(str, context.transfer_syntax))
+        """Offer ``files`` over one association (or HTTP session), read one at a time (a long
+        backlog never sits in memory), each handled by its answer. Raises Unreachable when the
+        destination gives none."""
+        if isinstance(self.destination, WebDestination):
+            channel: DimseChannel | WebChannel = WebChannel(self.destination, self.timeouts)
+        else:
+            channel = DimseChannel(self.destination, self.calling_ae, self.tls, self.timeouts)
+        with channel:
             for path in files:
-                self._offer(assoc, accepted, path)
-        finally:
-            if assoc.is_established:
-                assoc.release()
+                self._offer(channel, path)
 
-    def _offer(self, assoc: Any, accepted: dict[str, set[str]], path: Path) -> None:
+    def _offer(self, channel: DimseChannel | WebChannel, path: Path) -> None:
         from pydicom import dcmread
 
         try:
             ds = dcmread(path)
-            sop_class, sop = str(ds.SOPClassUID), uid_hash(str(ds.SOPInstanceUID))
+            sop = uid_hash(str(ds.SOPInstanceUID))
         except Exception as error:  # a damaged result: never sendable, so rejected with the reason
             self._rejected(path, "", Answer(None, "Failure", f"unreadable: {str(error).splitlines()[0]}"))
             return
-        if sop_class not in accepted:
-            self._rejected(path, sop, Answer(None, "Failure", NO_CONTEXT))
-            return
-        if str(ds.file_meta.TransferSyntaxUID) not in accepted[sop_class]:
-            if not accepted[sop_class] & set(UNCOMPRESSED):  # neither as written nor decoded
-                self._rejected(path, sop, Answer(None, "Failure", "the destination takes this SOP class only as "
-                                                 + ", ".join(sorted(accepted[sop_class]))))
-                return
-            ds.decompress(generate_instance_uid=False)  # the destination takes it only uncompressed: same pixels
-        response = assoc.send_c_store(ds)
-        if "Status" not in response:  # aborted or timed out under this object: it waits its own turn too
+        try:
+            answer = channel.store(path, ds)
+        except Unreachable:  # aborted or timed out under this object: it waits its own turn too
             self._defer(path)
-            raise Unreachable(f"{path.name}: no response from {self.name}")
-        answer = Answer.of(int(response.Status))
+            raise
         fields = {"file": path.name, "item": path.parent.name, "sop": sop, "destination": self.name,
-                  "status": f"0x{answer.status:04X}", "category": answer.category,
+                  "status": answer.code(), "category": answer.category,
                   "transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}
         if answer.stored:
             self.queue.mark_sent(path)
@@ -256,7 +330,7 @@ class Forwarder:
         if self.metrics:
             self.metrics.count("rejected")
         self.log("forward_rejected", file=path.name, item=path.parent.name, sop=sop, destination=self.name,
-                 status=None if answer.status is None else f"0x{answer.status:04X}", category=answer.category,
+                 status=answer.code(), category=answer.category,
                  reason=answer.reason, kept=str(copy))
 
     def next_wait(self, poll_s: float) -> float:

@@ -5,7 +5,11 @@ One measurement group (TID 1501) per class of the model: the class as a coded fi
 its probability as a numeric measurement (DCM 122157 "Probability", no units), present or
 absent by the model's threshold as a qualitative evaluation, the algorithm identified (TID
 4019: name, version, the weights' hash and the methods as parameters), and the source image
-as the group's source. The device (chexplain) is the observer; the source image is the
+as the group's source. Then one planar-ROI group (TID 1410) per explained class and method:
+the outline of the map's strongest evidence on the source image as a closed polygon (SCOORD
+POLYLINE; the SEG's region, ``regions.py``), the finding, the method as the measurement
+method, and the class's probability as its measurement; viewers that draw only spatial
+coordinates (OHIF) show these. The device (chexplain) is the observer; the source image is the
 evidence; the Contributing Equipment Sequence names the algorithm; the report is complete,
 unverified and, in its series description, not for diagnostic use.
 
@@ -15,11 +19,12 @@ only where none does (README "DICOM node", the table of codes).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ... import __version__
+from .regions import TOP_REGION_FRACTION, Region
 from .secondary_capture import Algorithm
 
 COMPREHENSIVE_3D_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -52,21 +57,44 @@ def finding_code(name: str) -> Any:
     return CodedConcept(value, scheme, meaning)
 
 
+def finding_category(name: str) -> Any:
+    """The finding's category (CID 7150): a device, no abnormality, or an abnormal structure."""
+    from pydicom.sr.codedict import codes
+
+    if name == "Support Devices":
+        return codes.cid7150.PhysicalObject
+    if name == "No Finding":
+        return codes.cid7150.SpatialAndRelationalConcept
+    return codes.cid7150.MorphologicallyAbnormalStructure
+
+
+def method_code(label: str) -> Any:
+    """An explanation method as a coded concept (private scheme; long labels as Long Code Value)."""
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(label, PRIVATE_SCHEME, f"{label} heatmap, top {TOP_REGION_FRACTION:.0%} of positive evidence")
+
+
 def measurement_report(source: Any, probabilities: Mapping[str, float], thresholds: Mapping[str, float], *,
-                       algorithm: Algorithm, series_uid: str, series_number: int,
+                       algorithm: Algorithm, series_uid: str, series_number: int, regions: Sequence[Region] = (),
                        now: datetime | None = None) -> Any:
-    """The report for ``source`` (the received image's dataset, pixel data not needed)."""
+    """The report for ``source`` (the received image's dataset, pixel data not needed), with a
+    planar-ROI group for each of ``regions`` that has an outline."""
     from highdicom.sr import (
         AlgorithmIdentification,
         Comprehensive3DSR,
         DeviceObserverIdentifyingAttributes,
+        GraphicTypeValues,
+        ImageRegion,
         Measurement,
         MeasurementReport,
         MeasurementsAndQualitativeEvaluations,
         ObservationContext,
         ObserverContext,
+        PlanarROIMeasurementsAndQualitativeEvaluations,
         QualitativeEvaluation,
         SourceImageForMeasurementGroup,
+        SourceImageForRegion,
         TrackingIdentifier,
     )
     from pydicom.sr.codedict import codes
@@ -74,7 +102,8 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
 
     now = now or datetime.now()
     weights = f"weights sha256 {algorithm.weights_sha256[:16]}"
-    identification = AlgorithmIdentification(name=f"chexplain {algorithm.model}"[:64], version=__version__,
+    algorithm_name = f"chexplain {algorithm.model}"[:64]
+    identification = AlgorithmIdentification(name=algorithm_name, version=__version__,
                                              parameters=[weights, *algorithm.methods], manufacturer="chexplain")
     device = DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["chexplain", algorithm.model, algorithm.weights_sha256]),  # one per model
@@ -92,6 +121,24 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
                                       unit=codes.UCUM.NoUnits, algorithm_id=identification)],
             qualitative_evaluations=[QualitativeEvaluation(concept, codes.SCT.Present if present else codes.SCT.Absent)],
             source_images=[SourceImageForMeasurementGroup.from_source_image(source)],
+        ))
+    for region in regions:
+        outline = region.outline()
+        if outline is None or region.finding not in probabilities:
+            continue
+        region_algorithm = AlgorithmIdentification(name=algorithm_name, version=__version__,
+                                                   parameters=[weights, region.method], manufacturer="chexplain")
+        groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=TrackingIdentifier(uid=generate_uid(),
+                                                   identifier=f"{region.finding} evidence ({region.method})"[:64]),
+            referenced_region=ImageRegion(GraphicTypeValues.POLYLINE, outline,
+                                          SourceImageForRegion.from_source_image(source)),
+            finding_type=finding_code(region.finding),
+            finding_category=finding_category(region.finding),
+            method=method_code(region.method),
+            algorithm_id=region_algorithm,
+            measurements=[Measurement(name=codes.DCM.Probability, value=round(float(probabilities[region.finding]), 6),
+                                      unit=codes.UCUM.NoUnits, algorithm_id=region_algorithm)],
         ))
     content = MeasurementReport(observation_context=context, procedure_reported=codes.LN.XRUnspecifiedBodyRegion,
                                 imaging_measurements=groups, title=codes.DCM.ImagingMeasurementReport)

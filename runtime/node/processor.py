@@ -3,8 +3,9 @@
 Per instance: ``result.json`` (schema ``chexplain.node/1``: probabilities, findings by
 threshold, model identity, methods, timings, the files), one PNG overlay per explained
 class and method and, for a DICOM source, one Secondary Capture per class and method (one
-new series per method), optionally an SR with the findings (TID 1500 or Basic Text) and a
-Segmentation of where each map points. Overlays and
+new series per method), optionally an SR with the findings (TID 1500, with the outline of where each map points, or
+Basic Text), a Segmentation of where each map points, and a Key Object Selection that
+references them all. Overlays and
 captures are scaled so that their longest side is at most ``max_size``.
 
 Every DICOM object is built from the source header as ``source_header.result_source`` repairs
@@ -59,6 +60,7 @@ class InstanceProcessor:
     sr_template: str = "tid1500"  # or "basic-text"
     compress: bool = True  # Secondary Captures compressed losslessly (JPEG-LS) where an encoder is installed
     segmentation: bool = False  # a SEG of each map's top-relevance region (DICOM inputs)
+    key_objects: bool = False  # a KOS referencing the DICOM results of each radiograph
 
     def algorithm(self) -> Any:
         from .secondary_capture import Algorithm
@@ -80,9 +82,13 @@ class InstanceProcessor:
         record = self._record(item, prediction, origin or {}, explained)
         record["header_repairs"] = repairs
         if source is not None and self.structured_report:
-            record["structured_report"] = _built("sr.dcm", lambda: self._report(source, prediction), files, failed)
-        if regions:
+            record["structured_report"] = _built("sr.dcm", lambda: self._report(source, prediction, regions), files,
+                                                 failed)
+        if regions and self.segmentation:
             record["segmentation"] = _built("seg.dcm", lambda: self._segmentation(source, regions), files, failed)
+        made = [name for name in files if name.endswith(".dcm")]
+        if made and self.key_objects:
+            record["key_objects"] = _built("kos.dcm", lambda: self._key_objects([files[n] for n in made]), files, failed)
         record["failed"] = failed
         record["timing_ms"]["results"] = round((time.perf_counter() - start) * 1e3, 3)
         files[RESULT_FILE] = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode()  # strict JSON, always
@@ -109,7 +115,7 @@ class InstanceProcessor:
     def _explain(self, prediction: Prediction, source: Any, files: dict[str, bytes], regions: list[Any],
                  failed: list[dict[str, str]]) -> list[dict[str, Any]]:
         """The overlays and captures of every explained class and method into ``files``; their
-        top-relevance regions into ``regions`` when a segmentation is wanted."""
+        top-relevance regions into ``regions`` when a segmentation or a TID 1500 report is wanted."""
         classes = self.predictor.manifest.classes
         radiograph = prediction.radiograph
         series = {}
@@ -134,10 +140,10 @@ class InstanceProcessor:
                 if _built(capture, partial(self._capture, source, image, name, entry["probability"], label,
                                            series[label], number, item.rank, uid), files, failed):
                     written.update({"secondary_capture": capture, "sop_instance_uid": uid})
-                if self.segmentation:
-                    from .segmentation import Region, relevance_region
+                if self.segmentation or self._regions_in_report:
+                    from .regions import Region
 
-                    regions.append(Region(name, label, relevance_region(item.heat)))
+                    regions.append(Region.of(name, label, item.heat))
             entry["files"][label] = written
         return list(explained.values())
 
@@ -157,7 +163,11 @@ class InstanceProcessor:
         )
         return to_bytes(ds)
 
-    def _report(self, source: Any, prediction: Prediction) -> bytes:
+    @property
+    def _regions_in_report(self) -> bool:
+        return self.structured_report and self.sr_template == "tid1500"
+
+    def _report(self, source: Any, prediction: Prediction, regions: Sequence[Any]) -> bytes:
         from pydicom.uid import generate_uid
 
         from .secondary_capture import to_bytes
@@ -168,7 +178,8 @@ class InstanceProcessor:
         if self.sr_template == "tid1500":
             from .measurement_report import measurement_report
 
-            ds = measurement_report(source, prediction.probabilities, self.predictor.thresholds, **series)
+            ds = measurement_report(source, prediction.probabilities, self.predictor.thresholds, regions=regions,
+                                    **series)
         else:
             from .basic_text_sr import basic_text_sr
 
@@ -184,6 +195,20 @@ class InstanceProcessor:
 
         ds = relevance_segmentation(source, regions, algorithm=self.algorithm(), series_uid=generate_uid(),
                                     series_number=FIRST_SERIES_NUMBER + len(self.methods) + 1)
+        return to_bytes(ds)
+
+    def _key_objects(self, made: Sequence[bytes]) -> bytes:
+        from io import BytesIO
+
+        import pydicom
+        from pydicom.uid import generate_uid
+
+        from .key_objects import result_selection
+        from .secondary_capture import to_bytes
+
+        results = [pydicom.dcmread(BytesIO(data), stop_before_pixels=True) for data in made]
+        ds = result_selection(results, algorithm=self.algorithm(), series_uid=generate_uid(),
+                              series_number=FIRST_SERIES_NUMBER + len(self.methods) + 2)
         return to_bytes(ds)
 
     def _record(self, item: Path, prediction: Prediction, origin: Mapping[str, Any],
@@ -207,6 +232,7 @@ class InstanceProcessor:
             "explained": explained,
             "structured_report": None,
             "segmentation": None,
+            "key_objects": None,
             "header_repairs": {},
             "failed": [],
             "timing_ms": dict(prediction.timing_ms),

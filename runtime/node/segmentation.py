@@ -1,8 +1,8 @@
 """Where each heatmap points, as a DICOM Segmentation a PACS viewer overlays on the radiograph.
 
 One binary SEG per received image, one segment per explained class and method: the pixels
-holding the top ``TOP_REGION_FRACTION`` of the map's positive evidence, on the source
-image's own pixel grid. A projection radiograph has no frame of reference, so the SEG has
+holding the top ``TOP_REGION_FRACTION`` of the map's positive evidence (``regions.py``), on
+the source image's own pixel grid. A projection radiograph has no frame of reference, so the SEG has
 none either and references its single source frame (highdicom builds that case since 0.19).
 Segments carry the finding's code (the SR's codes), the method and the algorithm, and the
 object names chexplain in its Contributing Equipment Sequence.
@@ -18,55 +18,18 @@ packed at one bit a pixel, so a segment of a 3000 x 2500 radiograph is about 0.9
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ... import __version__
-from .measurement_report import finding_code
+from .measurement_report import finding_category, finding_code
+from .regions import TOP_REGION_FRACTION, Region
 from .secondary_capture import Algorithm
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-# The share of the image marked per map: the evaluation's top-region IoU looks at the same 5%.
-TOP_REGION_FRACTION = 0.05
 SERIES_DESCRIPTION = "chexplain relevance regions (SEG) - NOT FOR DIAGNOSTIC USE"
-
-
-@dataclass(frozen=True)
-class Region:
-    """One segment: where ``method``'s map of ``finding`` is strongest."""
-
-    finding: str
-    method: str
-    mask: np.ndarray  # bool, the source image's rows x columns
-
-
-def relevance_region(heat: np.ndarray, fraction: float = TOP_REGION_FRACTION) -> np.ndarray:
-    """The pixels at or above the map's (1 - ``fraction``) quantile among positive values.
-
-    Positive evidence only (negative relevance speaks against the class), ties kept together,
-    and linear in the pixel count (a selection, not a sort: a full-size radiograph has
-    millions of pixels). Empty when the map has no positive value.
-    """
-    heat = np.asarray(heat, np.float32)
-    positive = heat[heat > 0]  # one copy of the positive values, selected in place below
-    if positive.size == 0:
-        return np.zeros(heat.shape, bool)
-    k = min(positive.size, max(1, int(round(fraction * heat.size))))
-    positive.partition(positive.size - k)
-    return heat >= positive[positive.size - k]  # the threshold is positive: nothing at or below zero
-
-
-def _category(finding: str) -> Any:
-    from pydicom.sr.codedict import codes
-
-    if finding == "Support Devices":
-        return codes.cid7150.PhysicalObject
-    if finding == "No Finding":
-        return codes.cid7150.SpatialAndRelationalConcept
-    return codes.cid7150.MorphologicallyAbnormalStructure
 
 
 def relevance_segmentation(source: Any, regions: Sequence[Region], *, algorithm: Algorithm, series_uid: str,
@@ -89,7 +52,7 @@ def relevance_segmentation(source: Any, regions: Sequence[Region], *, algorithm:
                         "weights sha256": algorithm.weights_sha256[:16]})
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=f"{region.finding} ({region.method})"[:64],
-            segmented_property_category=_category(region.finding),
+            segmented_property_category=finding_category(region.finding),
             segmented_property_type=finding_code(region.finding),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=identification))
         masks.append(region.mask)

@@ -54,6 +54,7 @@ def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> Instan
             classes=choose_classes(settings, config.classes, backend.manifest.classes),
             opacity=config.opacity, max_size=config.max_size, structured_report=config.structured_report,
             compress=config.compress, sr_template=config.sr_template, segmentation=config.segmentation,
+            key_objects=config.key_objects,
         )
     except ValueError:
         backend.close()
@@ -85,7 +86,7 @@ def run_service(config: NodeConfig, processor: InstanceProcessor, log: EventLog,
         scp = StorageSCP(config, node, log)
     _import_pydicom_once()
     node.start()
-    tls = config.client_tls() if any(destination.tls for destination in config.forward) else None
+    tls = config.client_tls() if config.forwards_with_dicom_tls else None
     timeouts = Timeouts(connect=config.acse_timeout_s, acse=config.acse_timeout_s, dimse=config.dimse_timeout_s,
                         network=config.network_timeout_s)
     forwarders = [Forwarder(spool.outbox, spool.rejected, destination, config.ae_title, log, node.metrics, tls=tls,

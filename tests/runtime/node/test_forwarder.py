@@ -20,35 +20,14 @@ from pynetdicom import AE, evt
 
 from chexplain.runtime.node.basic_text_sr import BASIC_TEXT_SR_STORAGE
 from chexplain.runtime.node.config import Destination
-from chexplain.runtime.node.events import EventLog, Metrics
+from chexplain.runtime.node.events import EventLog
 from chexplain.runtime.node.forwarder import Forwarder, Timeouts, Unreachable
 from chexplain.runtime.node.secondary_capture import SECONDARY_CAPTURE_STORAGE
 from chexplain.runtime.node.spool import Spool
 
+from outboxes import forwarding, outbox_with, uid_of
+
 CANNOT_UNDERSTAND, ATTRIBUTE_LIST_ERROR, OUT_OF_RESOURCES = 0xC000, 0x0107, 0xA700
-
-
-def result_object(sop_class: str) -> bytes:
-    """A minimal result object of the node's SOP classes (the destination only reads its UIDs)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    ds.PatientID, ds.Modality = "TEST-0001", "OT"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def outbox_with(spool: Spool, items: int) -> list[Path]:
-    """``items`` results in the outbox, each with a Secondary Capture and a Basic Text SR."""
-    folders = []
-    for _ in range(items):
-        item = spool.accept(b"input", ".dcm")
-        folders.append(spool.finish(item, {"result.json": b"{}", "sc-1.dcm": result_object(SECONDARY_CAPTURE_STORAGE),
-                                           "sr.dcm": result_object(BASIC_TEXT_SR_STORAGE)}))
-    return folders
 
 
 class LoopbackStorage:
@@ -94,30 +73,6 @@ def scps() -> Iterator[list[LoopbackStorage]]:
     for scp in started:
         scp.close()
 
-
-def forwarding(spool: Spool, destination: Destination, until: Callable[[], bool], timeout: float = 30.0, tls=None):
-    """Run one destination's forwarder thread until ``until()`` holds; returns its log and metrics."""
-    stream, metrics = io.StringIO(), Metrics()
-    forwarder = Forwarder(spool.outbox, spool.rejected, destination, "CHEXPLAIN", EventLog(stream), metrics, tls=tls)
-    stop, wake = threading.Event(), threading.Event()
-    thread = threading.Thread(target=forwarder.run, args=(stop, wake, 0.2), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while not until():
-            assert time.monotonic() < deadline, f"forwarding did not finish; log:\n{stream.getvalue()[-3000:]}"
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        wake.set()
-        thread.join(10)
-    return forwarder, [json.loads(line) for line in stream.getvalue().splitlines()], metrics
-
-
-def uid_of(path: Path) -> str:
-    from pydicom import dcmread
-
-    return str(dcmread(path).SOPInstanceUID)
 
 
 def test_a_refused_object_and_a_missing_sr_context_are_set_aside_and_the_rest_go_on(tmp_path, scps):

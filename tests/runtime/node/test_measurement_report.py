@@ -1,5 +1,6 @@
 """The TID 1500 measurement report read back by highdicom and dcmtk's dsrdump: each class a coded
-finding with its probability, present or absent by the threshold, the algorithm named."""
+finding with its probability, present or absent by the threshold, the algorithm named; each
+explained map a planar ROI whose polygon lies on the image and encloses the map's peak."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 from io import BytesIO
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
@@ -17,21 +19,44 @@ from chexplain.runtime.node.measurement_report import (
     PRIVATE_SCHEME,
     measurement_report,
 )
+from chexplain.runtime.node.regions import Region
 from chexplain.runtime.node.secondary_capture import Algorithm, to_bytes
 
-from helpers import SIIM
+from helpers import SIIM, inside
 from node_process import dcmtk
 
 PROBABILITIES = {name: round(index / 14, 4) for index, name in enumerate(CHEXPERT_CLASSES)}
 THRESHOLDS = dict.fromkeys(CHEXPERT_CLASSES, 0.5)
 
 
+METHODS = ("gradcam", "lrp:epsilon-plus-smooth-bn")
+
+
+def heat_with_peak(shape: tuple[int, int], centre: tuple[int, int], seed: int) -> np.ndarray:
+    """Noise with a smooth bump: the map's peak near ``centre``."""
+    rows, columns = np.mgrid[:shape[0], :shape[1]]
+    bump = 3.0 * np.exp(-((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2) / (2 * (shape[0] / 12) ** 2))
+    return (bump + 0.3 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> tuple[pydicom.Dataset, bytes]:
-    source = pydicom.dcmread(SIIM, stop_before_pixels=True)
+def source() -> pydicom.Dataset:
+    return pydicom.dcmread(SIIM, stop_before_pixels=True)
+
+
+@pytest.fixture(scope="module")
+def heats(source) -> dict[tuple[str, str], np.ndarray]:
+    shape = (int(source.Rows), int(source.Columns))
+    return {("Cardiomegaly", METHODS[0]): heat_with_peak(shape, (shape[0] // 2, shape[1] // 2), 1),
+            ("Edema", METHODS[1]): heat_with_peak(shape, (shape[0] // 4, shape[1] // 5), 2)}
+
+
+@pytest.fixture(scope="module")
+def report(source, heats) -> tuple[pydicom.Dataset, bytes]:
     sr = measurement_report(source, PROBABILITIES, THRESHOLDS,
-                            algorithm=Algorithm("densenet121-chexpert", "0123456789abcdef" * 4, ("gradcam",)),
-                            series_uid=pydicom.uid.generate_uid(), series_number=9002)
+                            algorithm=Algorithm("densenet121-chexpert", "0123456789abcdef" * 4, METHODS),
+                            series_uid=pydicom.uid.generate_uid(), series_number=9002,
+                            regions=[Region.of(finding, method, heat) for (finding, method), heat in heats.items()])
     return source, to_bytes(sr)
 
 
@@ -59,12 +84,31 @@ def test_highdicom_reads_back_the_same_findings(report):
         assert group.source_images[0].referenced_sop_instance_uid == source.SOPInstanceUID
 
 
+def test_each_map_is_a_planar_roi_around_its_peak_on_the_source_image(report, heats):
+    source, data = report
+    groups = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(BytesIO(data))).content.get_planar_roi_measurement_groups()
+    assert len(groups) == len(heats)
+    for group, ((finding, method), heat) in zip(groups, heats.items()):
+        assert group.tracking_identifier == f"{finding} evidence ({method})"
+        assert group.finding_type.value == FINDING_CODES[finding][0] and group.method.value == method
+        [measurement] = group.get_measurements()
+        assert measurement.name.value == "122157" and measurement.value == pytest.approx(PROBABILITIES[finding])
+        region = group.roi
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        polygon = region.value  # (column, row) pairs in the source image's pixel grid
+        assert np.array_equal(polygon[0], polygon[-1]) and len(polygon) >= 4  # closed
+        assert (polygon >= 0).all() and (polygon[:, 0] <= source.Columns).all() and (polygon[:, 1] <= source.Rows).all()
+        row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        assert inside(polygon, column + 0.5, row + 0.5)
+
+
 def test_dsrdump_reads_it_as_a_comprehensive_3d_sr(report, tmp_path):
     path = tmp_path / "sr.dcm"
     path.write_bytes(report[1])
     dump = subprocess.run([dcmtk("dsrdump"), str(path)], capture_output=True, text=True, timeout=30)
     assert dump.returncode == 0 and dump.stdout.startswith("Comprehensive 3D SR Document")
-    assert dump.stdout.count('"Probability")') == 14 and '(287272002,SCT,"Cardiomegaly")' in dump.stdout
+    assert dump.stdout.count('"Probability")') == 14 + 2 and "SCOORD" in dump.stdout and '(287272002,SCT,"Cardiomegaly")' in dump.stdout
     assert "NOT FOR DIAGNOSTIC USE" in dump.stdout
 
 

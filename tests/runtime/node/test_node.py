@@ -93,7 +93,9 @@ def test_serve_explains_storescu_images_and_forwards_secondary_captures(node_mod
         assert evidence.ReferencedSOPInstanceUID == source.SOPInstanceUID
         report = subprocess.run([dcmtk("dsrdump"), str(folder / "sr.dcm")], capture_output=True, text=True, timeout=30)
         assert report.returncode == 0 and "Comprehensive 3D SR" in report.stdout  # TID 1500, coded findings
-        assert report.stdout.count('"Probability")') == 14 and "NOT FOR DIAGNOSTIC USE" in report.stdout
+        # 14 findings, then one planar ROI with its probability per explained class (2 classes, gradcam)
+        assert report.stdout.count('"Probability")') == 14 + 2 and "NOT FOR DIAGNOSTIC USE" in report.stdout
+        assert report.stdout.count('SCOORD:(,,"Image Region")=(POLYLINE') == 2
     forwarded = [pydicom.dcmread(p, stop_before_pixels=True) for p in received.iterdir()]
     assert sorted(str(ds.SOPClassUID) for ds in forwarded).count(SECONDARY_CAPTURE_STORAGE) == 6
     log = node.log_path.read_text()

@@ -11,13 +11,9 @@ import pydicom
 import pytest
 
 from chexplain.runtime.node.measurement_report import FINDING_CODES
+from chexplain.runtime.node.regions import Region, relevance_region
 from chexplain.runtime.node.secondary_capture import Algorithm, to_bytes
-from chexplain.runtime.node.segmentation import (
-    SEGMENTATION_STORAGE,
-    Region,
-    relevance_region,
-    relevance_segmentation,
-)
+from chexplain.runtime.node.segmentation import SEGMENTATION_STORAGE, relevance_segmentation
 
 from helpers import SIIM
 from node_process import dcmtk

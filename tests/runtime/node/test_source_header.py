@@ -1,6 +1,6 @@
 """Results from imperfect headers: a DX with only its Type 1 attributes, one with every optional
-attribute, and headers with invalid values each give a Secondary Capture, both SR templates and
-a SEG, read back by pydicom and highdicom and passed by dciodvfy (dicom3tools), as are those of
+attribute, and headers with invalid values each give a Secondary Capture, both SR templates (the
+TID 1500 one with a planar ROI), a SEG and a KOS of them all, read back by pydicom and highdicom and passed by dciodvfy (dicom3tools), as are those of
 the real CR test files; one object that cannot be built leaves the others."""
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from chexplain.runtime.node.basic_text_sr import basic_text_sr
+from chexplain.runtime.node.key_objects import result_selection
 from chexplain.runtime.node.measurement_report import measurement_report
 from chexplain.runtime.node.processor import _built
+from chexplain.runtime.node.regions import Region
 from chexplain.runtime.node.secondary_capture import Algorithm, secondary_capture, to_bytes
-from chexplain.runtime.node.segmentation import Region, relevance_segmentation
+from chexplain.runtime.node.segmentation import relevance_segmentation
 from chexplain.runtime.node.source_header import TYPE_2, result_source
 
 from dicom_builders import DX_FOR_PRESENTATION
@@ -64,18 +66,27 @@ def hostile(**values: str) -> Dataset:
     return ds
 
 
+def centre_region(source: Dataset) -> Region:
+    """A map of Edema peaking in the image's centre: a planar ROI in the report."""
+    rows, columns = np.mgrid[:int(source.Rows), :int(source.Columns)]
+    heat = -np.hypot(rows - source.Rows / 2, columns - source.Columns / 2) + source.Rows
+    return Region.of("Edema", "gradcam", heat)
+
+
 def every_object(source: Dataset) -> dict[str, Dataset]:
-    """SC, TID 1500 SR, Basic Text SR and SEG of ``source``, each read back from its bytes."""
+    """SC, TID 1500 SR, Basic Text SR, SEG and the KOS of them all of ``source``, each read back from its bytes."""
     made = {
         "sc": secondary_capture(source, np.zeros((48, 48, 3), np.uint8), series_uid=generate_uid(), series_number=9001,
                                 instance_number=1, series_description="test", derivation="test", algorithm=ALGORITHM),
         "tid1500": measurement_report(source, PROBABILITIES, THRESHOLDS, algorithm=ALGORITHM,
-                                      series_uid=generate_uid(), series_number=9002),
+                                      series_uid=generate_uid(), series_number=9002, regions=[centre_region(source)]),
         "basic-text": basic_text_sr(source, PROBABILITIES, THRESHOLDS, model_description="test", algorithm=ALGORITHM,
                                     series_uid=generate_uid(), series_number=9002),
         "seg": relevance_segmentation(source, [Region("Cardiomegaly", "gradcam", np.eye(int(source.Rows), int(source.Columns), dtype=bool))],
                                       algorithm=ALGORITHM, series_uid=generate_uid(), series_number=9003),
     }
+    made["kos"] = result_selection(list(made.values()), algorithm=ALGORITHM, series_uid=generate_uid(),
+                                   series_number=9004)
     return {kind: pydicom.dcmread(BytesIO(to_bytes(ds))) for kind, ds in made.items()}
 
 
@@ -89,9 +100,15 @@ def test_every_object_is_built_with_the_type_2_attributes_present(source):
             assert str(ds[keyword].value) == str(source.get(keyword, "")), f"{kind}: {keyword} is not the source's"
         assert ds.StudyInstanceUID == source.StudyInstanceUID
     read_back = every_object(header)
-    groups = hd.sr.Comprehensive3DSR.from_dataset(read_back["tid1500"]).content.get_image_measurement_groups()
-    assert sorted(group.tracking_identifier for group in groups) == sorted(PROBABILITIES)
+    content = hd.sr.Comprehensive3DSR.from_dataset(read_back["tid1500"]).content
+    assert sorted(group.tracking_identifier for group in content.get_image_measurement_groups()) == sorted(PROBABILITIES)
+    assert [group.tracking_identifier for group in content.get_planar_roi_measurement_groups()] == ["Edema evidence (gradcam)"]
     assert len(hd.seg.Segmentation.from_dataset(read_back["seg"]).SegmentSequence) == 1
+    kos = hd.ko.KeyObjectSelectionDocument.from_dataset(read_back["kos"])
+    referenced = {str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for item in kos.ContentSequence
+                  if "ReferencedSOPSequence" in item}
+    assert referenced == {str(read_back[kind].SOPInstanceUID) for kind in ("sc", "tid1500", "basic-text", "seg")}
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113000"  # "Of Interest"
 
 
 def test_a_complete_header_keeps_its_optional_image_attributes():
