@@ -231,23 +231,16 @@ class DimseChannel:
         return Answer.of(int(response.Status))
 
 
-class WebChannel:
+class WebChannel(StowChannel):
     """One HTTP session with a DICOMweb destination (STOW-RS), for a batch of objects."""
 
     def __init__(self, destination: WebDestination, timeouts: Timeouts) -> None:
-        self.stow = StowChannel(destination, timeouts.connect, timeouts.network)
-
-    def __enter__(self) -> WebChannel:
-        self.stow.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stow.__exit__(*exc)
+        super().__init__(destination, timeouts.connect, timeouts.network)
 
     def store(self, path: Path, ds: Any) -> Answer:
         """POST the file as written (every STOW-RS server takes the transfer syntaxes it names)."""
         try:
-            return Answer.of_web(self.stow.post(path, str(ds.SOPInstanceUID)))
+            return Answer.of_web(self.post(path, str(ds.SOPInstanceUID)))
         except (ConnectionError, DestinationRefused) as error:
             raise Unreachable(f"{path.name}: {error}") from None
 

@@ -3,10 +3,10 @@
 Per instance: ``result.json`` (schema ``chexplain.node/1``: probabilities, findings by
 threshold, model identity, methods, timings, the files), one PNG overlay per explained
 class and method and, for a DICOM source, one Secondary Capture per class and method (one
-new series per method), optionally an SR with the findings (TID 1500, with the outline of where each map points, or
-Basic Text), a Segmentation of where each map points, and a Key Object Selection that
-references them all. Overlays and
-captures are scaled so that their longest side is at most ``max_size``.
+new series per method), optionally an SR with the findings (TID 1500, with the outline of
+where each map points, or Basic Text), a Segmentation of where each map points, and a Key
+Object Selection that references them all. Overlays and captures are scaled so that their
+longest side is at most ``max_size``.
 
 Every DICOM object is built from the source header as ``source_header.result_source`` repairs
 it, and on its own: an object that cannot be built is listed in the record's ``failed``
