@@ -4,7 +4,7 @@
 # Jetson; `make test` runs the test suite (installing dcmtk, dicom3tools, OpenSSL, Orthanc and Chromium
 # where they are missing); `make lint` checks the code with ruff; `make demo-model`
 # retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
-# evaluates its explanations on held-out phantoms (README "The study's claim"). All create and reuse
+# evaluates its explanations on held-out phantoms (docs/evaluation.md, "The study's claim, measured"). All create and reuse
 # the virtual environment .venv (on a Jetson: VENV_FLAGS=--system-site-packages, so JetPack's
 # TensorRT and PyTorch are seen).
 
@@ -17,7 +17,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE ?= chexplain/samples/00000001_000.png
 MODEL_ONNX ?= artifacts/densenet121-chexpert/model.onnx
 # Engine precision: mixed, the classifier and each class's explanation work in FP16, LRP's per-image
-# factors in FP32, which keeps every map of the default graph (README "Precision plan"; `make
+# factors in FP32, which keeps every map of the default graph (docs/deployment.md, "Precision plan"; `make
 # gpu-check` compares it with FP32 on TensorRT). PRECISION=fp32 builds the FP32 engine.
 PRECISION ?= mixed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
@@ -25,7 +25,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 DEMO_DIR ?= build/demo
 DEMO_PHANTOMS ?= --n 3600 --seed 0 --size 256 --valid-fraction 0.1667
 DEMO_TRAINING ?= --image-size 224 --epochs 6 --batch-size 16 --lr 5e-4 --workers 1 --seed 0
-# The README's study: every CAM variant against every LRP composite on held-out phantoms
+# The study of docs/evaluation.md: every CAM variant against every LRP composite on held-out phantoms
 # (seed 1; about three hours on two CPU cores), one graph per LRP composite (the exporter's optimiser slows down sharply with
 # several backward passes in one graph).
 STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-flat epsilon-alpha2beta1 \
@@ -37,7 +37,7 @@ STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-fl
 STUDY_EVALUATION ?= --limit 30 --steps 5 --randomisation densenet121-chexpert
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
-.PHONY: export engine gpu-check test lint system-packages install dev clean check-jetson-wheels check-python310 demo-model demo-study study-gradcam
+.PHONY: export engine gpu-check test lint docs system-packages install dev clean check-jetson-wheels check-python310 demo-model demo-study study-gradcam
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
@@ -58,7 +58,11 @@ test: $(VENV)/.installed-dev system-packages
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
-# dcmtk, dicom3tools, OpenSSL, Orthanc and Chromium for the DICOM node's and the reports' tests (apt-get, where missing).
+# The documentation site (docs/ -> build/docs/), links and anchors checked.
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs build --strict
+
+# dcmtk, dicom3tools, OpenSSL, Orthanc (with DICOMweb) and Chromium for the DICOM node's and the reports' tests (apt-get, where missing).
 system-packages:
 	bash .ci/system-packages
 

@@ -36,7 +36,7 @@ DEFAULT_MODEL = "densenet121-chexpert"
 # LRP's default: the smooth flat rule on the first convolution, z+ on the others, epsilon on the classifier and
 # (with epsilon 1e-3) on BatchNorms; stable under input noise far below an 8-bit step on the trained model, where
 # lrp:epsilon (the seed study's) is not, the best localised of the stable composites, and without the flat rule's
-# checkerboard (README "Trustworthy LRP").
+# checkerboard (docs/explanations.md, "Trustworthy LRP").
 DEFAULT_LRP_COMPOSITE = "epsilon-plus-smooth-bn"
 DEFAULT_LRP = f"{LRP_PREFIX}{DEFAULT_LRP_COMPOSITE}"
 DEFAULT_EXPLAIN = f"gradcam,{DEFAULT_LRP}"

@@ -146,7 +146,7 @@ def _batchnorm_epsilon(base: Callable[..., Composite], name: str) -> Callable[..
                                                              batchnorm="epsilon")
 
 
-# The same composites with the epsilon rule on every BatchNorm (measured in README "Trustworthy LRP").
+# The same composites with the epsilon rule on every BatchNorm (measured in docs/explanations.md, "Trustworthy LRP").
 COMPOSITES.update({name + BATCHNORM_RULE_SUFFIX: _batchnorm_epsilon(COMPOSITES[name], name + BATCHNORM_RULE_SUFFIX)
                    for name in ("epsilon", "alpha2beta1", "epsilon-plus", "epsilon-alpha2beta1", "epsilon-plus-flat",
                                 "epsilon-plus-smooth")})

@@ -113,7 +113,7 @@ def fp16_fragile_methods(manifest: Manifest | None) -> dict[str, str]:
 
 def keeps_maps_in_fp16(label: str) -> bool:
     """Whether a method keeps its maps (Pearson >= 0.99 with FP32) with the forward and each
-    class's work in FP16, as measured on the trained demo model (README "Precision plan"):
+    class's work in FP16, as measured on the trained demo model (docs/deployment.md, "Precision plan"):
     every CAM and the ``-bn`` LRP composites; the others' maps flip with the FP16 forward."""
     return not label.startswith(LRP_PREFIX) or label.endswith(BATCHNORM_RULE_SUFFIX)
 

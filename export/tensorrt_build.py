@@ -124,7 +124,7 @@ def check_dla_core(dla_core: int, available: int) -> None:
 
 def precision_caveat(manifest: Manifest, precision: str) -> str | None:
     """Why a reduced-precision engine of this graph may not keep its maps, or None: FP16 rounding
-    of the forward flips the maps of the LRP composites without ``-bn`` (README "Precision plan")."""
+    of the forward flips the maps of the LRP composites without ``-bn`` (docs/deployment.md, "Precision plan")."""
     fragile = list(fp16_fragile_methods(manifest).values()) if precision != "fp32" else []
     if fragile:
         return (f"{', '.join(fragile)} does not keep its maps under {precision} (FP16 rounding flips them); "

@@ -7,7 +7,7 @@ spatial feature map, the module pytorch-grad-cam's documentation names for the f
 DenseNets are chexplain's own module-form DenseNet (models/densenet.py, torchvision's
 parameter names); the others are torchvision's models as they are. A timm model says the
 same of itself (its pretrained config's ``classifier`` and ``first_conv``, its last
-``feature_info`` stage); whether its modules trace is for the explainer to find (README
+``feature_info`` stage); whether its modules trace is for the explainer to find (docs/models.md,
 "Models": which do).
 """
 

@@ -112,7 +112,7 @@ def _judge_parity(parity: dict, precision: str, strict: bool) -> None:
     if precision != "fp32":
         problem = (f"the {precision} graph's {failed} fall below the precision plan's criteria (see the report); "
                    f"the graph was written; --precision fp32 keeps them, and the -bn LRP composites keep their maps "
-                   f"in reduced precision (README \"Precision plan\")")
+                   f"in reduced precision (docs/deployment.md, \"Precision plan\")")
     elif parity["reference_overflow"]:
         problem = (f"PyTorch's own {', '.join(parity['reference_overflow'])} holds NaN or inf on these radiographs: "
                    f"the rules overflow on this model (e.g. lrp:z divides by pre-activations near zero); "
@@ -121,7 +121,7 @@ def _judge_parity(parity: dict, precision: str, strict: bool) -> None:
         problem = f"the exported graph does not match PyTorch within tolerance ({failed}); see the report"
         if any(name.startswith("lrp") for name in parity["failed"]):
             problem += ("; LRP maps that move with float rounding alone come from a composite that is unstable on "
-                        "this model (README \"Trustworthy LRP\"): the -bn composites are not")
+                        "this model (docs/explanations.md, \"Trustworthy LRP\"): the -bn composites are not")
     if strict:
         console.fail(problem)
     console.warning(problem + " (kept: --parity warn)")

@@ -14,7 +14,7 @@ evidence; the Contributing Equipment Sequence names the algorithm; the report is
 unverified and, in its series description, not for diagnostic use.
 
 Codes: SNOMED CT and DICOM codes of PS3.16 where one exists, a private scheme (``99CHEXPLAIN``)
-only where none does (README "DICOM node", the table of codes).
+only where none does (docs/node.md, the table of codes).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The documents `predict` and `explain` hand to people and programs: a terminal listing,
 and the JSON documents of schemas ``chexplain.predict/1`` and ``chexplain.explain/1``.
 
-``chexplain.predict/1`` (README.md): ``{"schema", "chexplain_version", "model", "backend",
+``chexplain.predict/1`` (docs/usage.md): ``{"schema", "chexplain_version", "model", "backend",
 "thresholds", "results", "summary"}``, one entry in ``results`` per input, in input order,
 with ``status`` ``ok`` or ``failed``. ``chexplain.explain/1`` is that document with each
 result's ``explained`` classes and ``sheet``, and ``banner``, ``methods`` and

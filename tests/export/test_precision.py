@@ -97,7 +97,7 @@ def test_methods_measured_to_keep_in_fp16(label: str, keeps: bool):
 
 def test_mixed_keeps_every_map(outputs: dict[str, dict[str, np.ndarray]]):
     """On the trained demo model the FP16 forward and per-class work keep the probabilities,
-    Grad-CAM and the default LRP (a -bn composite, whose maps do not flip with rounding; README
+    Grad-CAM and the default LRP (a -bn composite, whose maps do not flip with rounding; docs/deployment.md,
     "Precision plan")."""
     reference, mixed = outputs["fp32"], outputs["mixed"]
     assert np.abs(mixed["probabilities"] - reference["probabilities"]).max() <= 1e-2
@@ -128,7 +128,7 @@ def test_fp16_runs_each_class_in_fp16_and_the_per_image_factors_in_fp32(graphs: 
 
 def test_fp16_keeps_the_classifier_and_every_map(outputs: dict[str, dict[str, np.ndarray]]):
     """LRP's seed scaled by 2^10 keeps its relevances inside FP16's range, its per-image factors in
-    FP32 keep 1/(z + eps) finite: the default's maps hold (README "Precision plan")."""
+    FP32 keep 1/(z + eps) finite: the default's maps hold (docs/deployment.md, "Precision plan")."""
     reference, half = outputs["fp32"], outputs["fp16"]
     assert np.abs(half["probabilities"] - reference["probabilities"]).max() <= 1e-2
     same = comparable_maps(reference, half)

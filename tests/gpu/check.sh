@@ -4,7 +4,7 @@
 #   1. tests/gpu/check_engines.py (no torch): fp32 and mixed TensorRT engines (fp16 too where its plan differs) of the
 #      exported graph against ONNX Runtime CPU, with latency; runs where TensorRT and cuda-python are;
 #   2. tests/gpu/check_torch.py (optional): the PyTorch explainer on CUDA, where torch sees a GPU.
-# Prints Markdown tables for BENCHMARKS.md; exit 0 when every check that ran passed and at least one ran.
+# Prints Markdown tables for docs/benchmarks.md; exit 0 when every check that ran passed and at least one ran.
 #   3. with --architectures A,B (e.g. swin_t,vit_b_16,efficientnet_b0): each exported seeded
 #      (needs torch) and its graph put through the engine check, for the operators those add.
 # Usage: tests/gpu/check.sh [--iterations N] [--dla N] [--architectures A,B]   (--dla: the engine check only)
@@ -25,7 +25,7 @@ if has tensorrt cuda onnx onnxruntime; then
       && "$PYTHON" tests/gpu/check_engines.py --onnx "build/gpu-check/gpu-check-$arch/model.onnx" "$@" || status=1
   done
 else
-  echo "engine check skipped: needs tensorrt, cuda-python, onnx and onnxruntime (README \"Jetson\")"
+  echo "engine check skipped: needs tensorrt, cuda-python, onnx and onnxruntime (docs/deployment.md, \"Jetson\")"
 fi
 torch_args=()
 while [ $# -gt 0 ]; do case "$1" in --iterations) torch_args+=("$1" "$2"); shift 2 ;; *) shift ;; esac; done

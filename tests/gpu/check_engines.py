@@ -4,8 +4,8 @@ mixed engine for DLA core N), runs each on the
 test radiographs against ONNX Runtime CPU in FP32 with the precision plan's criteria, and
 times it: GPU compute by CUDA events and end to end with the transfers, medians.
 
-Needs tensorrt, cuda-python, onnx and onnxruntime (what a Jetson has after the README's
-Jetson steps). Prints Markdown tables for BENCHMARKS.md; exit 0 when fp32 and mixed pass.
+Needs tensorrt, cuda-python, onnx and onnxruntime (what a Jetson has after the Jetson steps of
+docs/deployment.md). Prints Markdown tables for docs/benchmarks.md; exit 0 when fp32 and mixed pass.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from chexplain.runtime.evaluation.fidelity import (  # noqa: E402
 
 DEFAULT_GRAPH = ROOT / "artifacts" / "densenet121-chexpert" / "model.onnx"
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3  # Polygraphy's defaults are 1e-5; GPU kernels reorder sums
-COUNTED = ("fp32", "mixed", "fp16")  # each held to its criteria (README "Precision plan")
+COUNTED = ("fp32", "mixed", "fp16")  # each held to its criteria (docs/deployment.md, "Precision plan")
 
 
 def radiographs(backend: OnnxRuntimeBackend, count: int) -> np.ndarray:
@@ -99,7 +99,7 @@ def main() -> int:
     if fp16_fragile_methods(reference_backend.manifest):
         precisions.append("fp16")
     else:
-        print("fp16: the same plan as mixed for this graph's methods (README \"Precision plan\"); built once, as mixed")
+        print("fp16: the same plan as mixed for this graph's methods (docs/deployment.md, \"Precision plan\"); built once, as mixed")
     builds = [(p, None) for p in precisions] + ([("mixed", args.dla)] if args.dla is not None else [])
     rows, ok, gpu_name = [], True, "?"
     for precision, dla_core in builds:

@@ -27,7 +27,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    """A Markdown table under its title, ready for BENCHMARKS.md."""
+    """A Markdown table under its title, ready for docs/benchmarks.md."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
