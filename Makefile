@@ -37,7 +37,7 @@ STUDY_COMPOSITES ?= epsilon alpha2beta1 alpha1beta0 epsilon-plus epsilon-plus-fl
 STUDY_EVALUATION ?= --limit 30 --steps 5 --randomisation densenet121-chexpert
 STUDY_HELD_OUT ?= --n 500 --seed 1 --size 256 --valid-fraction 0
 
-.PHONY: export engine gpu-check test lint docs system-packages install dev clean check-jetson-wheels check-python310 demo-model demo-study study-gradcam
+.PHONY: export engine gpu-check test test-fast lint docs system-packages install dev clean check-jetson-wheels check-python310 demo-model demo-study study-gradcam
 
 export: $(VENV)/.installed
 	$(BIN)/chexplain export
@@ -54,6 +54,10 @@ gpu-check:
 
 test: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q
+
+# The quick lane for a change to one rule or module: everything but the tests marked slow.
+test-fast: $(VENV)/.installed-dev system-packages
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

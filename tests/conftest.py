@@ -9,6 +9,18 @@ import pytest
 
 from helpers import IMAGES, SIIM
 
+# Session fixtures that export the full-size default model (tens of seconds each, more on a busy
+# machine): a test that uses one, directly or through another fixture, is slow, and the quick
+# lane (`make test-fast`) leaves it out with the tests marked slow by hand (node processes,
+# Orthanc, Chromium, architecture sweeps).
+FULL_SIZE_EXPORTS = frozenset({"artifacts", "classifier_onnx", "targets_graph", "node_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if FULL_SIZE_EXPORTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _release_memory():

@@ -15,7 +15,18 @@ import click
 
 from ..grammar import DEFAULT_MODEL
 from ..optional import hint, missing
+from ..runtime.node.config import Destination, NodeConfig
 from . import console, options
+
+DEFAULTS = NodeConfig()  # the one place the node's defaults are written; help shows them from here
+FORWARD_DEFAULTS = Destination("", "", 0)
+
+
+def _shown(value: object) -> str:
+    """A default as help shows it: 5.0 -> 5, True -> yes, a path as written."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,30 +34,30 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Node settings (TOML); flags override them."),
         click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Folder for the inbox, outbox (results) and quarantine [default: node-spool]."),
+                     help=f"Folder for the inbox, outbox (results) and quarantine [default: {_shown(DEFAULTS.spool)}]."),
         options.model(f"{options.EXPORTED_MODEL_HELP} [default: {DEFAULT_MODEL}]", default=None),
-        options.backend(None, "Inference backend [default: auto]."),
+        options.backend(None, f"Inference backend [default: {DEFAULTS.backend}]."),
         options.threads(),
         options.methods("Methods to render, as for explain; repeatable [default: every method in the graph]."),
         options.classes("Classes to explain, as for explain [default: the graph's own choice]."),
         click.option("--max-queue", type=click.IntRange(min=1), default=None,
-                     help="Items received but not yet explained before new ones are refused [default: 32]."),
+                     help=f"Items received but not yet explained before new ones are refused [default: {DEFAULTS.max_queue}]."),
         click.option("--sr/--no-sr", "structured_report", default=None,
-                     help="Also write an SR with the findings for DICOM inputs [default: no]."),
+                     help=f"Also write an SR with the findings for DICOM inputs [default: {_shown(DEFAULTS.structured_report)}]."),
         click.option("--sr-template", type=click.Choice(["tid1500", "basic-text"]), default=None,
                      help="tid1500: a measurement report with coded findings and probabilities (Comprehensive 3D "
-                          "SR), as TID-1500-aware viewers read; basic-text: a Basic Text SR [default: tid1500]."),
+                          f"SR), as TID-1500-aware viewers read; basic-text: a Basic Text SR [default: {DEFAULTS.sr_template}]."),
         click.option("--compress/--no-compress", "compress", default=None,
                      help="Secondary Captures in JPEG-LS lossless, sent decoded to a destination that refuses it "
-                          "[default: compress]."),
+                          f"[default: {'compress' if DEFAULTS.compress else 'no-compress'}]."),
         click.option("--seg/--no-seg", "segmentation", default=None,
                      help="Also write a DICOM Segmentation for DICOM inputs: one segment per explained class and "
-                          "method, the top 5% of the map's positive evidence [default: no]."),
+                          f"method, the top 5% of the map's positive evidence [default: {_shown(DEFAULTS.segmentation)}]."),
         click.option("--kos/--no-kos", "key_objects", default=None,
                      help="Also write a Key Object Selection for DICOM inputs, referencing every DICOM result of "
-                          "the radiograph, for worklists that list key objects [default: no]."),
+                          f"the radiograph, for worklists that list key objects [default: {_shown(DEFAULTS.key_objects)}]."),
         click.option("--max-size", type=click.IntRange(min=64), default=None,
-                     help="Longest side of overlays and Secondary Captures in pixels [default: 1024]."),
+                     help=f"Longest side of overlays and Secondary Captures in pixels [default: {DEFAULTS.max_size}]."),
         click.option("--forward", "forward_to", multiple=True, metavar="AE@HOST:PORT|URL",
                      help="Send the DICOM results to this AE (C-STORE) or DICOMweb service (STOW-RS to URL/studies), "
                           "retrying with back-off; repeatable (each destination has its own queue); replaces the "
@@ -62,18 +73,18 @@ def _shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tls-ca", "tls_ca_bundle", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="CA certificates (PEM) that sign the callers' and destinations' certificates."),
         click.option("--tls-client-cert/--tls-no-client-cert", "tls_require_client_certificate", default=None,
-                     help="Require callers to present a certificate signed by --tls-ca [default: required]."),
+                     help=f"Require callers to present a certificate signed by --tls-ca [default: {'required' if DEFAULTS.tls_require_client_certificate else 'not required'}]."),
         click.option("--retry-initial", "retry_initial_s", type=click.FloatRange(min=0.1), default=None,
-                     help="First delay in seconds before sending again after a failure [default: 5]; it doubles."),
+                     help=f"First delay in seconds before sending again after a failure [default: {_shown(FORWARD_DEFAULTS.retry_initial_s)}]; it doubles."),
         click.option("--retry-max", "retry_max_s", type=click.FloatRange(min=0.1), default=None,
-                     help="Longest delay between tries in seconds [default: 300]."),
-        click.option("--opacity", type=click.FloatRange(0, 1), default=None, help="Heatmap opacity [default: 0.6]."),
+                     help=f"Longest delay between tries in seconds [default: {_shown(FORWARD_DEFAULTS.retry_max_s)}]."),
+        click.option("--opacity", type=click.FloatRange(0, 1), default=None, help=f"Heatmap opacity [default: {_shown(DEFAULTS.opacity)}]."),
         click.option("--health-interval", "health_interval_s", type=click.FloatRange(min=0.1), default=None,
-                     help="Seconds between health lines [default: 60]."),
+                     help=f"Seconds between health lines [default: {_shown(DEFAULTS.health_interval_s)}]."),
         click.option("--allow-any-view", is_flag=True, default=None, help="Also explain non-chest and lateral DICOMs."),
         click.option("--max-decoded-mb", "max_decoded_mb", type=click.IntRange(min=1), default=None,
                      help="Largest decoded image (frames x rows x columns x samples x bytes), checked from the header "
-                          "before decoding; larger ones are quarantined [default: 128]."),
+                          f"before decoding; larger ones are quarantined [default: {DEFAULTS.max_decoded_mb}]."),
         options.verbosity,
     ]
     for option in reversed(shared):
@@ -157,33 +168,35 @@ def _run(config: Any, **service: Any) -> None:
 
 @click.command()
 @_shared_options
-@click.option("--ae-title", default=None, help="Our AE title, which callers must call [default: CHEXPLAIN].")
-@click.option("--host", default=None, help="Address to listen on [default: 0.0.0.0].")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port to listen on [default: 11112].")
+@click.option("--ae-title", default=None, help=f"Our AE title, which callers must call [default: {DEFAULTS.ae_title}].")
+@click.option("--host", default=None, help=f"Address to listen on [default: {DEFAULTS.host}].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help=f"Port to listen on [default: {DEFAULTS.port}].")
 @click.option("--allow-caller", "allow_callers", multiple=True, metavar="AE[@IP,...]",
               help="A calling AE title allowed to send (optionally only from these addresses); repeatable, "
                    "added to the config's [[callers]].")
 @click.option("--allow-any-caller", is_flag=True, default=None, help="Accept associations from any calling AE title.")
 @click.option("--max-associations", type=click.IntRange(min=1), default=None,
-              help="Connections at once, all callers; beyond, a new one is closed at once [default: 16].")
+              help=f"Connections at once, all callers; beyond, a new one is closed at once [default: {DEFAULTS.max_associations}].")
 @click.option("--max-associations-per-address", type=click.IntRange(min=1), default=None,
-              help="Connections at once from one IP address; beyond, a new one is closed at once [default: 4].")
+              help=f"Connections at once from one IP address; beyond, a new one is closed at once [default: {DEFAULTS.max_associations_per_address}].")
 @click.option("--reserved-associations", type=click.IntRange(min=0), default=None,
               help="Of --max-associations, kept for known callers: a configured AE@IP address or one that has "
-                   "associated since the start [default: 4].")
+                   f"associated since the start [default: {DEFAULTS.reserved_associations}].")
 @click.option("--acse-timeout", "acse_timeout_s", type=click.FloatRange(min=0.1), default=None,
               help="Seconds a caller has to finish its TLS handshake and send its whole A-ASSOCIATE-RQ after "
-                   "connecting [default: 10].")
+                   f"connecting [default: {_shown(DEFAULTS.acse_timeout_s)}].")
 @click.option("--dimse-timeout", "dimse_timeout_s", type=click.FloatRange(min=0.1), default=None,
               help="Seconds to wait for a DIMSE message, and for one to arrive whole (extended while it flows at "
-                   "64 KiB/s or more) [default: 60].")
+                   f"64 KiB/s or more) [default: {_shown(DEFAULTS.dimse_timeout_s)}].")
 @click.option("--network-timeout", "network_timeout_s", type=click.FloatRange(min=0.1), default=None,
               help="Seconds of silence before an association is aborted; also the time a PDU has to arrive whole "
-                   "[default: 60].")
+                   f"[default: {_shown(DEFAULTS.network_timeout_s)}].")
 @click.option("--max-pdu", "max_pdu_size", type=click.IntRange(4096, 1 << 26), default=None,
-              help="Maximum PDU length we advertise, in bytes; a longer PDU closes the connection [default: 262144].")
+              help=f"Maximum PDU length we advertise, in bytes; a longer PDU closes the connection "
+                   f"[default: {DEFAULTS.max_pdu_size}].")
 @click.option("--max-dataset-mb", type=click.IntRange(min=1), default=None,
-              help="Largest instance received, as encoded; a larger one closes the association [default: 256].")
+              help=f"Largest instance received, as encoded; a larger one closes the association "
+                   f"[default: {DEFAULTS.max_dataset_mb}].")
 def serve(config_file, allow_callers, **flags) -> None:
     """Receive radiographs over DICOM (C-STORE) and explain each one.
 

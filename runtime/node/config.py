@@ -2,7 +2,9 @@
 
 Every key is optional except that someone must be allowed to call: an allow-list of calling
 AE titles (each optionally bound to IP addresses), or ``allow_any_caller = true`` said
-explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed::
+explicitly. Unknown keys are errors, so a misspelt setting never goes unnoticed. Every key, as
+an example (the defaults are NodeConfig's below, the one place they are written; ``serve
+--help`` and docs/node.md show them from there)::
 
     [node]
     ae_title = "CHEXPLAIN"          # our AE title (the called AE title callers must use)
@@ -86,12 +88,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10 (JetPack 6)
-    import tomli as tomllib
-
 
 SR_TEMPLATES = ("tid1500", "basic-text")  # the findings as coded measurements, or as text
 MAX_TIMEOUT_S = 86400.0  # a day: longer is a mistake (and past what a socket timeout takes)
@@ -420,6 +416,11 @@ def _convert(name: str, value: Any, source: str) -> Any:
 
 def load_config(path: str | Path) -> NodeConfig:
     """Read a node.toml; raises ConfigError naming the file and the problem."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10 (JetPack 6): the node extra installs tomli; the CLI loads without it
+        import tomli as tomllib
+
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text())

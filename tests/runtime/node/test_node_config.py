@@ -530,3 +530,32 @@ def test_a_full_done_folder_leaves_no_partial_copy_and_the_file_where_it_was(tmp
         assert '"watch_stuck"' in lines.getvalue() and "No space left" in lines.getvalue()
     finally:
         shutil.rmtree(done)
+
+
+def test_the_defaults_are_written_once_and_shown_from_there():
+    """docs/node.md's table and `serve --help` show NodeConfig's defaults, key by key."""
+    import re
+
+    from click.testing import CliRunner
+
+    from chexplain.cli import main
+    from chexplain.runtime.node.config import _TABLES
+
+    def shown(value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return f"{value:g}"
+        if value is None or value == ():
+            return "(unset)"
+        return f'"{value}"' if isinstance(value, str) else str(value)
+
+    documented = {(table, key): value for table, key, value in
+                  re.findall(r"(?m)^\| `\[(\w+)\]` \| `(\w+)` \| `([^`]*)` \|$", (ROOT / "docs" / "node.md").read_text())}
+    defaults = NodeConfig()
+    assert documented == {(table, key): shown(getattr(defaults, field))
+                          for table, keys in _TABLES.items() for key, field in keys.items()}
+    help_text = " ".join(CliRunner().invoke(main, ["serve", "--help"], terminal_width=1000).output.split())
+    for option, field in (("--max-queue", "max_queue"), ("--port", "port"), ("--max-pdu", "max_pdu_size"),
+                          ("--acse-timeout", "acse_timeout_s"), ("--opacity", "opacity"), ("--max-size", "max_size")):
+        assert re.search(rf"{option} .*?\[default: {shown(getattr(defaults, field))}\]", help_text), option
