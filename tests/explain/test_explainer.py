@@ -134,8 +134,13 @@ def vgg() -> nn.Module:
     return _seeded(torchvision.models.vgg16_bn, num_classes=14)
 
 
+# VGG16-BN at full size takes tens of seconds per composite: the full suite's (the quick lane
+# holds the rules to the textbook on tiny layers, test_rules_textbook.py, and DenseNet121 to Zennit)
+FULL_SIZE_VGG = pytest.param("vgg16_bn", marks=pytest.mark.slow)
+
+
 @pytest.mark.parametrize("composite", list(COMPOSITES))
-@pytest.mark.parametrize("architecture", ["densenet121", "vgg16_bn"])
+@pytest.mark.parametrize("architecture", ["densenet121", FULL_SIZE_VGG])
 def test_lrp_composites_equal_zennit_in_float64(composite: str, architecture: str, densenet, vgg, radiograph_batch):
     model = (densenet if architecture == "densenet121" else vgg)
 
@@ -170,7 +175,7 @@ def _zennit_merge(pairs: list[tuple[str, str]]):
 
 
 @pytest.mark.parametrize("composite", ["epsilon-plus", "alpha2beta1"])
-@pytest.mark.parametrize("architecture", ["densenet121", "vgg16_bn"])
+@pytest.mark.parametrize("architecture", ["densenet121", FULL_SIZE_VGG])
 def test_merged_batchnorm_equals_zennit_canonizer(composite: str, architecture: str, densenet, vgg, radiograph_batch):
     model64 = copy.deepcopy(densenet if architecture == "densenet121" else vgg).double()
     x = radiograph_batch[1:].double()
@@ -256,6 +261,7 @@ def test_in_place_relus_leave_the_explanation_unchanged(radiograph_batch):
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_composite_of_your_own_rules_equalszennit_lrp(radiograph_batch):
     """Rules no named composite uses together (w-square first, z+ convolutions, epsilon 0.5 head) on VGG16-BN."""
     from zennit.composites import SpecialFirstLayerMapComposite

@@ -132,6 +132,7 @@ def test_bench_usage_errors(default_onnx: Path):
     assert result.exit_code == 2 and "cuda" in result.stderr
 
 
+@pytest.mark.slow  # exports full-size bench graphs
 def test_bench_model_exports_graphs_once_and_sweeps_classes(tmp_path: Path, radiographs: list[Path],
                                                             monkeypatch: pytest.MonkeyPatch):
     """--model: one graph per method with a targets input (forward only added), K swept, reused later."""
