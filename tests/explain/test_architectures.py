@@ -101,6 +101,7 @@ def test_cams_at_the_default_layer_equal_pytorch_grad_cam(architecture: str, rad
         np.testing.assert_allclose(_normalised_as_pytorch_grad_cam(raw, 224), theirs, atol=1e-4, err_msg=variant)
 
 
+@pytest.mark.slow  # every family in float64 against Zennit
 @pytest.mark.parametrize("composite", ["epsilon", "alpha2beta1", "epsilon-plus-flat-bn"])
 @pytest.mark.parametrize("architecture", list(LAYERS))
 def test_lrp_equals_zennit_on_the_rewritten_model_in_float64(architecture: str, composite: str):

@@ -53,6 +53,7 @@ def test_folded_lrp_equals_the_rules_as_written_on_densenet(composite: str):
     torch.testing.assert_close(folded["lrp"], written["lrp"], rtol=1e-9, atol=1e-12 * written["lrp"].abs().max())
 
 
+@pytest.mark.slow  # six full-size families; the quick lane folds DenseNet121 and the tiny layers
 @pytest.mark.parametrize("architecture", ["resnet50", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny",
                                           "squeezenet1_1", "vit_b_16"])
 @pytest.mark.parametrize("composite", ["epsilon-plus-flat-bn", "alpha2beta1", "epsilon-gamma-box"])

@@ -221,6 +221,7 @@ def transformer_graph(request, tmp_path_factory) -> tuple[dict, onnx.ModelProto]
     return check_parity(module, path, manifest, [IMAGES / "00022178_000.png", SIIM]), onnx.load(str(path))
 
 
+@pytest.mark.slow  # an ONNX export of each transformer
 def test_the_exported_transformer_equals_pytorch_and_tensorrt_parses_it(transformer_graph):
     parity, graph = transformer_graph
     assert parity["passed"], {name: parity["outputs"][name] for name in parity["failed"]}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 from chexplain.export import Classifier, read_manifest
@@ -53,6 +54,7 @@ def test_onnxruntime_matches_pytorch_on_an_unseen_radiograph(classifier_onnx: Pa
     assert np.abs(outputs["logits"] - logits.numpy()).max() <= 1e-4
 
 
+@pytest.mark.slow  # a full-size export
 def test_export_mixed_precision_with_a_triton_repository(tmp_path: Path, radiographs: list[Path]):
     """`chexplain export --precision mixed --triton DIR`: FP16 forward, FP32 Grad-CAM, judged per map."""
     from click.testing import CliRunner
