@@ -58,7 +58,8 @@ class Region:
         if not mask.any():
             return None
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        part = labels[self.peak] if self.peak is not None else 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        inside = self.peak is not None and bool(self.mask[self.peak])
+        part = labels[self.peak] if inside else 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
         contours, _ = cv2.findContours((labels == part).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         border = max(contours, key=cv2.contourArea)
         border = cv2.approxPolyDP(border, OUTLINE_TOLERANCE_PX, closed=True)[:, 0, :].astype(np.float32) + 0.5

@@ -41,6 +41,7 @@ def test_without_a_peak_the_largest_part_and_degenerate_regions_get_a_pixel_squa
     heat = two_blobs()
     largest = Region("Edema", "gradcam", heat > 0.5).outline()  # no peak given: the plateau (the larger part)
     assert inside(largest, 80.5, 70.5) and not inside(largest, 240.5, 150.5)
+    assert np.array_equal(Region("Edema", "gradcam", heat > 0.5, (5, 5)).outline(), largest)  # a peak outside: the same
     single = np.zeros((10, 10), bool)
     single[3, 7] = True
     square = Region("Edema", "gradcam", single, (3, 7)).outline()
