@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ... import __version__
+from .measurement_report import observer_device
 from .secondary_capture import Algorithm
 
 KEY_OBJECT_SELECTION_STORAGE = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -26,20 +27,16 @@ def result_selection(results: Sequence[Any], *, algorithm: Algorithm, series_uid
                      now: datetime | None = None) -> Any:
     """A KOS referencing ``results`` (the datasets made from one radiograph, pixel data not needed)."""
     from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
-    from highdicom.sr import DeviceObserverIdentifyingAttributes, ObserverContext
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
 
     if not results:
         raise ValueError("a key object selection needs at least one result")
-    device = DeviceObserverIdentifyingAttributes(
-        uid=generate_uid(entropy_srcs=["chexplain", algorithm.model, algorithm.weights_sha256]),
-        name="chexplain", manufacturer_name="chexplain", model_name=algorithm.model[:64])
     methods = ", ".join(algorithm.methods) or "no heatmap"
     content = KeyObjectSelection(
         document_title=codes.cid7010.OfInterest,
         referenced_objects=list(results),
-        observer_device_context=ObserverContext(codes.DCM.Device, device),
+        observer_device_context=observer_device(algorithm),
         description=f"chexplain {__version__} results of model {algorithm.model} ({methods}): findings, "
                     f"heatmaps and regions - NOT FOR DIAGNOSTIC USE"[:1024],
     )

@@ -75,6 +75,18 @@ def method_code(label: str) -> Any:
     return CodedConcept(label, PRIVATE_SCHEME, f"{label} heatmap, top {TOP_REGION_FRACTION:.0%} of positive evidence")
 
 
+def observer_device(algorithm: Algorithm) -> Any:
+    """chexplain as the observing device (TID 1004) of the report and the KOS: one UID per model."""
+    from highdicom.sr import DeviceObserverIdentifyingAttributes, ObserverContext
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    device = DeviceObserverIdentifyingAttributes(
+        uid=generate_uid(entropy_srcs=["chexplain", algorithm.model, algorithm.weights_sha256]),
+        name="chexplain", manufacturer_name="chexplain", model_name=algorithm.model[:64])
+    return ObserverContext(codes.DCM.Device, device)
+
+
 def measurement_report(source: Any, probabilities: Mapping[str, float], thresholds: Mapping[str, float], *,
                        algorithm: Algorithm, series_uid: str, series_number: int, regions: Sequence[Region] = (),
                        now: datetime | None = None) -> Any:
@@ -83,14 +95,12 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
     from highdicom.sr import (
         AlgorithmIdentification,
         Comprehensive3DSR,
-        DeviceObserverIdentifyingAttributes,
         GraphicTypeValues,
         ImageRegion,
         Measurement,
         MeasurementReport,
         MeasurementsAndQualitativeEvaluations,
         ObservationContext,
-        ObserverContext,
         PlanarROIMeasurementsAndQualitativeEvaluations,
         QualitativeEvaluation,
         SourceImageForMeasurementGroup,
@@ -105,10 +115,7 @@ def measurement_report(source: Any, probabilities: Mapping[str, float], threshol
     algorithm_name = f"chexplain {algorithm.model}"[:64]
     identification = AlgorithmIdentification(name=algorithm_name, version=__version__,
                                              parameters=[weights, *algorithm.methods], manufacturer="chexplain")
-    device = DeviceObserverIdentifyingAttributes(
-        uid=generate_uid(entropy_srcs=["chexplain", algorithm.model, algorithm.weights_sha256]),  # one per model
-        name="chexplain", manufacturer_name="chexplain", model_name=algorithm.model[:64])
-    context = ObservationContext(observer_device_context=ObserverContext(codes.DCM.Device, device))
+    context = ObservationContext(observer_device_context=observer_device(algorithm))
     groups = []
     for name, probability in probabilities.items():
         concept = finding_code(name)
