@@ -2,7 +2,7 @@
 # engine where TensorRT and an NVIDIA GPU are present, and explains a sample radiograph;
 # `make engine` builds the engine only; `make gpu-check` checks and times engines on a GPU or a
 # Jetson; `make test` runs the test suite (installing dcmtk, dicom3tools, OpenSSL, Orthanc and Chromium
-# where they are missing); `make lint` checks the code with ruff; `make demo-model`
+# where they are missing); `make lint` checks the code with ruff and the import contracts; `make demo-model`
 # retrains the bundled demo model on phantoms (about an hour on two CPU cores); `make demo-study`
 # evaluates its explanations on held-out phantoms (docs/evaluation.md, "The study's claim, measured"). All create and reuse
 # the virtual environment .venv (on a Jetson: VENV_FLAGS=--system-site-packages, so JetPack's
@@ -59,8 +59,10 @@ test: $(VENV)/.installed-dev system-packages
 test-fast: $(VENV)/.installed-dev system-packages
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# ruff, then the import contracts (pyproject.toml [tool.importlinter]: the layers, no torch in the runtime, no circle).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	LINT_IMPORTS=$(BIN)/lint-imports bash .ci/import-contracts
 
 # The documentation site (docs/ -> build/docs/), links and anchors checked.
 docs: $(VENV)/.installed-dev

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .commands import console
 from .commands.bench_cmd import bench
 from .commands.doctor_cmd import doctor
 from .commands.engine_cmd import build_engine
@@ -21,11 +22,24 @@ from .commands.phantoms_cmd import phantoms
 from .commands.predict_cmd import predict
 from .commands.report_cmd import report
 from .commands.train_cmd import train
+from .errors import ChexplainError
 
 COMMANDS = (predict, explain, export, build_engine, bench, evaluate, train, phantoms, report, doctor, serve, watch)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The group: what a command raises as a ChexplainError, or the system's OSError (a file that
+    cannot be written, a port that is taken), is one line and exit 1; anything else is a bug in
+    chexplain and keeps its traceback (chexplain/errors.py)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (ChexplainError, OSError) as error:
+            console.fail(str(error))
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chexplain")
 def main() -> None:
     """Explainable chest X-ray classification: DenseNet121 on the 14 CheXpert

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 CAM_VARIANTS = ("gradcam", "gradcam++", "hirescam", "layercam", "guided-gradcam")
 LRP_COMPOSITES = ("epsilon", "z", "alpha2beta1", "alpha1beta0", "epsilon-plus", "epsilon-plus-flat",
                   "epsilon-plus-smooth", "epsilon-alpha2beta1", "epsilon-gamma-box", "deep-taylor",
@@ -62,7 +64,7 @@ def parse_list(text: str, kind: Callable[[str], Any] = str) -> list[Any]:
     """A non-empty comma-separated list, each item converted by ``kind``."""
     values = [kind(part) for part in split_list(text)]
     if not values:
-        raise ValueError(f"{text!r}: expected a comma-separated list")
+        raise ConfigError(f"{text!r}: expected a comma-separated list")
     return values
 
 
@@ -95,11 +97,11 @@ def parse_method(name: str) -> MethodSpec:
     if label.startswith(LRP_PREFIX):
         composite = label[len(LRP_PREFIX):]
         if composite not in LRP_COMPOSITES:
-            raise ValueError(f"unknown LRP composite {composite!r}; known: {', '.join(LRP_COMPOSITES)}")
+            raise ConfigError(f"unknown LRP composite {composite!r}; known: {', '.join(LRP_COMPOSITES)}")
         return MethodSpec("lrp", composite)
     if label in CAM_VARIANTS:
         return MethodSpec("gradcam", label)
-    raise ValueError(f"unknown method {name!r}; known: {', '.join(CAM_VARIANTS)}, lrp:<{'|'.join(LRP_COMPOSITES)}>")
+    raise ConfigError(f"unknown method {name!r}; known: {', '.join(CAM_VARIANTS)}, lrp:<{'|'.join(LRP_COMPOSITES)}>")
 
 
 def parse_methods(spec: str) -> list[MethodSpec]:
@@ -141,7 +143,7 @@ def parse_top_k(spec: str, num_classes: int) -> int:
     text = spec.strip()[len("topk:"):]
     k = int(text) if text.isdigit() else 0
     if not 1 <= k <= num_classes:
-        raise ValueError(f"--classes {spec}: k must be a whole number from 1 to {num_classes}")
+        raise ConfigError(f"--classes {spec}: k must be a whole number from 1 to {num_classes}")
     return k
 
 
@@ -158,15 +160,6 @@ def parse_classes(spec: str, classes: Sequence[str], *, allow_input: bool = True
     unknown = [n for n in names if n not in classes]
     if unknown or not names:
         choices = "all, topk:N, input" if allow_input else "all, topk:N"
-        raise ValueError(f"--classes {spec!r}: expected {choices} or class names from: {', '.join(classes)}")
+        raise ConfigError(f"--classes {spec!r}: expected {choices} or class names from: {', '.join(classes)}")
     return ClassSelection("fixed", len(names), tuple(classes.index(n) for n in names))
 
-
-def class_count(spec: str, num_classes: int) -> int:
-    """K, the number of classes a graph exported with ``--classes spec`` explains per image
-    (``fixed``: how many it names, whatever their names)."""
-    if spec.startswith("topk:"):
-        return parse_top_k(spec, num_classes)
-    if spec == "all":
-        return num_classes
-    return len(split_list(spec))

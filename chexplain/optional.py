@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 from types import ModuleType
 
+from .errors import MissingDependency
+
 # Each optional module: the name people know it by, and what to install (pip extras of this package,
 # or where it comes from).
 HINTS = {
@@ -29,10 +31,6 @@ HINTS = {
     "zennit": ("Zennit", "pip install 'chexplain[dev]'"),
     "pytorch_grad_cam": ("pytorch-grad-cam", "pip install 'chexplain[dev]'"),
 }
-
-
-class MissingDependency(ImportError):
-    """An optional module is not installed; the message says how to install it."""
 
 
 def _known(module: str) -> tuple[str, str]:

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lrp import LayerRule, stabilize
-from .rules import Rule
+from ..errors import UnsupportedOperator
+from .core import LinearRuleBuilder, Rule, stabilize
 
 
 def _zeros_if_none(bias: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class AttentionCore(nn.Module):
     """
 
     def __init__(self, in_weight: torch.Tensor, in_bias: torch.Tensor | None, out_weight: torch.Tensor,
-                 out_bias: torch.Tensor | None, heads: int, rule: LayerRule | None = None) -> None:
+                 out_bias: torch.Tensor | None, heads: int, rule: LinearRuleBuilder | None = None) -> None:
         """``rule``: the composite's dense-layer rule, for the projections under LRP."""
         super().__init__()
         self.heads = heads
@@ -120,10 +120,10 @@ def check_attention(module: nn.MultiheadAttention, kwargs: dict) -> None:
     if any(kwargs.get(name) is not None for name in ("key_padding_mask", "attn_mask")) or kwargs.get("is_causal"):
         problems.append("attention masks")
     if problems:
-        raise ValueError(f"nn.MultiheadAttention with {', '.join(problems)} is not supported")
+        raise UnsupportedOperator(f"nn.MultiheadAttention with {', '.join(problems)} is not supported")
 
 
-def _core_of(module: nn.MultiheadAttention, rule: LayerRule | None = None) -> AttentionCore:
+def _core_of(module: nn.MultiheadAttention, rule: LinearRuleBuilder | None = None) -> AttentionCore:
     return AttentionCore(module.in_proj_weight, module.in_proj_bias, module.out_proj.weight, module.out_proj.bias,
                          module.num_heads, rule)
 
@@ -142,7 +142,7 @@ class AttentionGradient(Rule):
 class AttentionRelevance(Rule):
     """nn.MultiheadAttention under LRP, A held constant: relevance reaches the value input only."""
 
-    def __init__(self, module: nn.MultiheadAttention, rule: LayerRule, stabilizer: float) -> None:
+    def __init__(self, module: nn.MultiheadAttention, rule: LinearRuleBuilder, stabilizer: float) -> None:
         super().__init__()
         self.core, self.stabilizer = _core_of(module, rule), stabilizer
 
@@ -206,9 +206,9 @@ SWIN_ARGUMENTS = ("input", "qkv_weight", "proj_weight", "relative_position_bias"
 def _swin_arguments(op) -> dict:
     given = {**dict(zip(SWIN_ARGUMENTS, op.fx_node.args)), **op.fx_node.kwargs}
     if given.get("logit_scale") is not None:
-        raise ValueError(f"cosine window attention (Swin V2) at node {op.name!r} is not supported")
+        raise UnsupportedOperator(f"cosine window attention (Swin V2) at node {op.name!r} is not supported")
     if given.get("training", True):
-        raise ValueError(f"window attention at node {op.name!r} runs in training mode")
+        raise UnsupportedOperator(f"window attention at node {op.name!r} runs in training mode")
     return given
 
 
@@ -233,7 +233,7 @@ class WindowAttention(Rule):
     """Swin's shifted-window attention (torchvision's ``shifted_window_attention``, its weights
     parameters among the inputs): the gradient, or with ``rule`` the relevance, through the windows."""
 
-    def __init__(self, op, nodes: dict, rule: LayerRule | None = None, stabilizer: float = 0.0) -> None:
+    def __init__(self, op, nodes: dict, rule: LinearRuleBuilder | None = None, stabilizer: float = 0.0) -> None:
         super().__init__()
         given = _swin_arguments(op)
         self.windows = Windows(given["window_size"], given.get("shift_size", [0, 0]))
@@ -272,11 +272,11 @@ class DotProductAttention(Rule):
     def __init__(self, op, relevance: bool = False, stabilizer: float = 0.0) -> None:
         super().__init__()
         if op.argument(3, "attn_mask") is not None or op.argument(5, "is_causal") or op.argument(7, "enable_gqa"):
-            raise ValueError(f"scaled_dot_product_attention at node {op.name!r} with a mask, causal or "
+            raise UnsupportedOperator(f"scaled_dot_product_attention at node {op.name!r} with a mask, causal or "
                              "grouped heads is not supported")
         dropout = op.argument(4, "dropout_p", 0.0)
         if not isinstance(dropout, int | float) or dropout:
-            raise ValueError(f"scaled_dot_product_attention at node {op.name!r} runs with dropout (training mode)")
+            raise UnsupportedOperator(f"scaled_dot_product_attention at node {op.name!r} runs with dropout (training mode)")
         self.scale, self.relevance, self.stabilizer = op.argument(6, "scale"), relevance, stabilizer
 
     def backward(self, grad, inputs, output):

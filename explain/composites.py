@@ -4,7 +4,7 @@ Every composite shares Zennit's base map: activations (ReLU, SiLU, GELU, Hardswi
 ...) and unmerged BatchNorm get Pass, average pooling, means and additions get Norm; max
 pooling, concatenation, reshapes, permutes and slices get the gradient. Beyond Zennit's map:
 products get the gating rule (relevance to the signal, none to a sigmoid gate or a constant
-scale) and LayerNorm the epsilon rule with its normalisation held constant (explain/lrp.py). Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
+scale) and LayerNorm the epsilon rule with its normalisation held constant (explain/rules.py). Conv2d/Linear (and the first layer) get the rules below. The ``-bn`` composites
 differ in one place: a BatchNorm gets the epsilon rule with ``BATCHNORM_EPSILON`` instead of
 Pass, which keeps relevance stable on trained networks whose BatchNorms cannot be merged
 (DenseNet's open every dense layer: BatchNorm -> ReLU -> Conv).
@@ -17,11 +17,13 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..errors import ConfigError
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
 from .attention import AttentionRelevance, DotProductAttention, WindowAttention, check_attention
+from .core import ACTIVATIONS, DEFAULT_STABILIZER, Pass, Rule
+from .gradients import gradient_rule, layer_norm_rule
 from .graph import OpNode, consumers, first_layer
-from .lrp import (
-    DEFAULT_STABILIZER,
+from .rules import (
     AlphaBeta,
     BatchNormEpsilon,
     Epsilon,
@@ -36,7 +38,6 @@ from .lrp import (
     ZBox,
     ZPlus,
 )
-from .rules import ACTIVATIONS, Pass, Rule, gradient_rule, layer_norm_rule
 
 # The -bn composites' epsilon on BatchNorms. The z rule's 1e-6 leaves a jump where a
 # BatchNorm's output crosses zero (the relevance s x R / y of a pre-activation switches
@@ -111,7 +112,7 @@ Bounds = tuple[torch.Tensor, torch.Tensor]
 
 def _require(bounds: Bounds | None, name: str) -> Bounds:
     if bounds is None:
-        raise ValueError(f"the {name} composite needs the input bounds (low, high) of the normalised image")
+        raise ConfigError(f"the {name} composite needs the input bounds (low, high) of the normalised image")
     return bounds
 
 
@@ -157,5 +158,5 @@ def make_composite(name: str, epsilon: float = DEFAULT_EPSILON, stabilizer: floa
     try:
         factory = COMPOSITES[name]
     except KeyError:
-        raise ValueError(f"unknown LRP composite {name!r}; known: {', '.join(COMPOSITES)}") from None
+        raise ConfigError(f"unknown LRP composite {name!r}; known: {', '.join(COMPOSITES)}") from None
     return factory(epsilon, stabilizer, gamma, bounds)

@@ -17,17 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER
 from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import Composite, make_composite
-from .graph import STRUCTURAL_KINDS, OpNode, consumers, first_layer, run_forward, trace
-from .lrp import DEFAULT_STABILIZER
-from .rules import Rule, gradient_rule, times
+from .core import DEFAULT_STABILIZER, STRUCTURAL_KINDS, Rule, times
+from .gradients import gradient_rule
+from .graph import OpNode, consumers, first_layer, run_forward, trace
 
 # What reaches a node on the way back: a [B, K, ...] tensor and a class-independent factor it is
-# still to be multiplied by (None: 1), see rules.Factored.
+# still to be multiplied by (None: 1), see core.Factored.
 Pending = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -55,7 +56,7 @@ class GradCAM:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown Grad-CAM variant {self.variant!r}; known: {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown Grad-CAM variant {self.variant!r}; known: {', '.join(VARIANTS)}")
 
     @property
     def key(self) -> str:
@@ -120,7 +121,7 @@ class Explainer(nn.Module):
         [B, K, C, h, w] at the first GradCAM's layer, from which any CAM variant can be computed.
         ``merge_batchnorm`` folds each BatchNorm into the convolution it directly follows.
         ``fold_factors`` computes each rule's class-independent factors once per image and
-        multiplies chains of them into one (rules.Factored); False applies every rule as it is
+        multiplies chains of them into one (core.Factored); False applies every rule as it is
         written, for comparison."""
         super().__init__()
         self.fold_factors = fold_factors
@@ -134,14 +135,14 @@ class Explainer(nn.Module):
         self.methods = list(methods)
         keys = [m.key for m in self.methods]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"methods repeat an output: {keys}")
+            raise ConfigError(f"methods repeat an output: {keys}")
         self.output_keys = self._output_keys()
         self._input = self.nodes[0].name
         self._logits = self.nodes[-1].inputs[0]
         self._first_layer = first_layer(self.nodes)
         self.cam_layers = {m.layer: self._resolve_layer(m.layer) for m in self.methods if isinstance(m, GradCAM)}
         if expose_gradients and not self.cam_layers:
-            raise ValueError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
+            raise ConfigError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
         self.exposed_layer = next(iter(self.cam_layers)) if expose_gradients else None
         self.gradient_rules = nn.ModuleDict()  # built for what is asked: from the earliest CAM layer on
         if self.cam_layers:
@@ -184,12 +185,12 @@ class Explainer(nn.Module):
             matches = [op for op in self.nodes if op.name == layer]
         if len(matches) != 1:
             known = [op.target for op in self.nodes if op.module is not None]
-            raise ValueError(
+            raise ConfigError(
                 f"target layer {layer!r} is not one traced node (found {len(matches)}); "
                 f"{len(known)} layers, e.g. {', '.join(known[:2])} ... {', '.join(known[-3:])}"
             )
         if matches[0].kind in STRUCTURAL_KINDS:
-            raise ValueError(f"target layer {layer!r} has no feature map")
+            raise ConfigError(f"target layer {layer!r} has no feature map")
         return matches[0]
 
     def _position(self, name: str) -> int:

@@ -27,6 +27,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnsupportedOperator
+from .attention import window_attention
+
 # Module types, by operator kind.
 MODULE_KINDS: dict[type[nn.Module], str] = {
     nn.Conv2d: "conv",
@@ -94,7 +97,6 @@ METHOD_KINDS = {
     "mul": "mul", "add": "add",
 }
 SHAPE_METHODS = {"size", "dim"}  # produce ints, never relevance
-STRUCTURAL_KINDS = ("input", "output", "shape", "constant", "split")  # nodes that carry no rule
 # In-place functions run out of place, so every stored output stays as computed.
 OUT_OF_PLACE = {operator.iadd: operator.add, operator.imul: operator.mul}
 # Activation modules, run as their out-of-place functions.
@@ -115,17 +117,13 @@ SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU,
              "(no masks), Swin's shifted-window attention and patch merging")
 
 
-class UnsupportedOperator(Exception):
-    """An operator without a rule: the explainer refuses to build rather than pass it silently."""
-
-
 @dataclass
 class OpNode:
     """One operation of the traced model."""
 
     name: str  # fx node name
     target: str  # module path, or function/method name
-    kind: str  # operator kind (see *_KINDS), or one of STRUCTURAL_KINDS
+    kind: str  # operator kind (see *_KINDS), or one of core.STRUCTURAL_KINDS
     inputs: list[str]  # names of the tensor nodes it reads (input-derived and constant), in argument order
     module: nn.Module | None = None
     fx_node: torch.fx.Node | None = field(default=None, repr=False)
@@ -153,7 +151,7 @@ def _torchvision_function(target: Any, name: str) -> bool:
     return _function_name(target) == name and getattr(target, "__module__", "").startswith("torchvision")
 
 
-# torchvision's traced-whole functions with rules of their own (Swin: explain/attention.py, rules.py)
+# torchvision's traced-whole functions with rules of their own (Swin: explain/attention.py, gradients.py)
 TORCHVISION_FUNCTION_KINDS = {"shifted_window_attention": "window_attention", "_patch_merging_pad": "patch_merge"}
 
 
@@ -332,8 +330,6 @@ def run_forward(nodes: list[OpNode], image: torch.Tensor) -> dict[str, Any]:
         elif op.kind == "gelu":
             env[op.name] = gelu(args[0], getattr(op.module, "approximate", None) or kwargs.get("approximate", "none"))
         elif op.kind == "window_attention":
-            from .attention import window_attention
-
             env[op.name] = window_attention(*args, **kwargs)
         elif node.op == "call_module":
             if getattr(op.module, "inplace", False) and op.kind in ACTIVATION_FUNCTIONS:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnsupportedOperator
+
 
 def fold(t: torch.Tensor) -> torch.Tensor:
     """[B, K, ...] -> [B*K, ...]"""
@@ -40,7 +42,7 @@ class ConvMap(nn.Module):
         """``weight`` and ``bias`` are kept as given (shared when they are the layer's own)."""
         super().__init__()
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"unsupported convolution padding {conv.padding!r}/{conv.padding_mode}")
+            raise UnsupportedOperator(f"unsupported convolution padding {conv.padding!r}/{conv.padding_mode}")
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         weight = weight.detach()
         self.register_buffer("weight", weight)

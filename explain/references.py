@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..optional import require
 from .composites import BATCHNORM_EPSILON
-from .lrp import DEFAULT_STABILIZER, tent_weights
+from .core import DEFAULT_STABILIZER
+from .rules import tent_weights
 
 
 def _cam_class(variant: str) -> Any:
@@ -26,7 +28,7 @@ def _cam_class(variant: str) -> Any:
     classes = {"gradcam": cams.GradCAM, "gradcam++": cams.GradCAMPlusPlus, "hirescam": cams.HiResCAM,
                "layercam": cams.LayerCAM}
     if variant not in classes:
-        raise ValueError(f"pytorch-grad-cam has no {variant!r} to compare with; it has {', '.join(classes)}")
+        raise ConfigError(f"pytorch-grad-cam has no {variant!r} to compare with; it has {', '.join(classes)}")
     return classes[variant]
 
 
@@ -58,7 +60,7 @@ def pytorch_grad_cam_batched(model: nn.Module, layer: nn.Module, variant: str, x
 
 
 def zennit_smooth_flat(stride: Sequence[int]) -> Any:
-    """The smooth first-layer rule (explain/lrp.py ``SmoothFlat``) on Zennit's machinery: its
+    """The smooth first-layer rule (explain/rules.py ``SmoothFlat``) on Zennit's machinery: its
     Flat rule with the tent weights of a convolution of this stride in place of the ones
     (Zennit has no such rule; the tent itself is chexplain's)."""
     rules = require("zennit.rules")
@@ -101,7 +103,7 @@ def zennit_composite(name: str, epsilon: float = 1.0,
         "deep-taylor": (rules.ZPlus(), rules.ZPlus(), box),
     }[name.removesuffix("-bn")]
     if name in ("epsilon-gamma-box", "deep-taylor") and box is None:
-        raise ValueError(f"composite {name} needs the input bounds")
+        raise ConfigError(f"composite {name} needs the input bounds")
     batchnorm = rules.Epsilon(BATCHNORM_EPSILON) if name.endswith("-bn") else rules.Pass()
     layer_map = [(types.Activation, rules.Pass()), (types.AvgPool, rules.Norm()), (types.BatchNorm, batchnorm),
                  (nn.Conv2d, conv), (nn.Linear, linear), (require("zennit.layer").Sum, rules.Norm()),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..runtime.evaluation.similarity import spearman, ssim
 from ..runtime.maps.render import at_input_grid
 from .explainer import LRP, Explainer, GradCAM
@@ -50,7 +51,7 @@ def randomisation_stages(model: nn.Module) -> list[str]:
         elif _has_parameters(child):
             blocks.append(name)
     if not blocks:
-        raise ValueError(f"{type(model).__name__} has no parameterised blocks to randomise")
+        raise ConfigError(f"{type(model).__name__} has no parameterised blocks to randomise")
     return blocks[::-1]
 
 
@@ -128,17 +129,5 @@ def randomisation_check(model: nn.Module, methods: dict[str, GradCAM | LRP], ima
     with torch.no_grad():
         probabilities = torch.sigmoid(model.eval()(batch[:1])).numpy()
     if probabilities.shape != graph_probabilities.shape or np.abs(probabilities - graph_probabilities).max() > SAME_MODEL_ATOL:
-        raise ValueError("not the model the graph was exported from (its probabilities differ); give that model")
+        raise ConfigError("not the model the graph was exported from (its probabilities differ); give that model")
     return cascading_randomisation(model, explainer_maps(methods, batch, targets), seed=seed, progress=progress)
-
-
-def randomisation_markdown(result: dict[str, Any]) -> str:
-    """One row per step, one column per method: Spearman of |map| / SSIM with the trained model's maps."""
-    labels = list(result["verdicts"])
-    lines = ["| randomised down to | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
-    for step in result["steps"]:
-        cells = [f"{step['methods'][label]['spearman_abs']:.3f} / {step['methods'][label]['ssim']:.3f}" for label in labels]
-        lines.append(f"| {step['randomised_down_to']} | " + " | ".join(cells) + " |")
-    verdicts = ["passes" if result["verdicts"][label]["passed"] else "FAILS (insensitive)" for label in labels]
-    lines.append("| verdict | " + " | ".join(verdicts) + " |")
-    return "\n".join(lines) + "\n"

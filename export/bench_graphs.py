@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from .. import sample_images
+from ..errors import ParityError
 from ..explain import Explainer
 from ..explain.references import pytorch_grad_cam_batched, zennit_composite, zennit_lrp
 from ..grammar import DEFAULT_EPSILON
 from ..models.architectures import default_layer, family_of
-from ..models.manifest import Manifest, slug
 from ..models.zoo import load_model
+from ..runtime.manifest import Manifest, slug
 from .explained import build_methods, input_bounds
 from .metadata import manifest_of
 from .pipeline import export_model
@@ -34,12 +35,12 @@ def bench_graph(model: str, method: str, precision: str, root: Path, log: Callab
     network, manifest = load_model(model)
     fp32 = folder / manifest.name / "model.onnx"
     existing = manifest_of(onnx.load(str(fp32), load_external_data=False)) if fp32.is_file() else None
-    if existing is None or (method != "none" and not existing.explanations.get("targets_input")):
+    if existing is None or (method != "none" and not existing.explanations.targets_input):
         log(f"exporting the bench graph for {method} to {fp32} (once; reused by later runs)")
         report = export_model(model, folder, sample_images(), explain=method,
                               classes="input", log=lambda line: log(f"  {line.strip()}"))
         if not report["parity"]["passed"]:
-            raise ValueError(f"{fp32}: the bench graph failed its parity check; see its export_report.json")
+            raise ParityError(f"{fp32}: the bench graph failed its parity check; see its export_report.json")
     if precision == "fp32":
         return fp32
     converted = fp32.with_name(f"model.{precision}.onnx")

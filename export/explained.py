@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 import torch
 from torch import nn
 
 from ..explain import LRP, Explainer, GradCAM
 from ..grammar import DEFAULT_EPSILON, DEFAULT_LAYER, LRP_PREFIX, ClassSelection, parse_methods
-from ..models.manifest import Manifest
+from ..runtime.manifest import ExplanationSettings, Manifest, MethodEntry
 
 GRADIENT_OUTPUTS = ("target_activations", "target_gradients")
 
@@ -22,20 +19,18 @@ def build_methods(spec: str, layer: str = DEFAULT_LAYER, epsilon: float = DEFAUL
             for m in parse_methods(spec)]
 
 
-def methods_from_manifest(explanations: dict[str, Any], labels: list[str]) -> dict[str, GradCAM | LRP]:
+def methods_from_manifest(settings: ExplanationSettings, labels: list[str]) -> dict[str, GradCAM | LRP]:
     """The explainer methods behind a graph's method labels, as its manifest recorded them
     (a CAM variant computed from exposed gradients: Grad-CAM of that variant at the exposed layer)."""
-    entries = explanations.get("methods", [])
+    entries = {entry.label: entry for entry in settings.methods}
     methods: dict[str, GradCAM | LRP] = {}
     for label in labels:
+        entry = entries.get(label)
         if label.startswith(LRP_PREFIX):
-            entry = next(e for e in entries if e["family"] == "lrp" and f"{LRP_PREFIX}{e['composite']}" == label)
-            bounds = entry.get("bounds")
-            methods[label] = LRP(entry["composite"], epsilon=entry["epsilon"], stabilizer=entry["stabilizer"],
-                                 gamma=entry["gamma"], bounds=None if bounds is None else tuple(map(tuple, bounds)))
+            methods[label] = LRP(entry.composite, epsilon=entry.epsilon, stabilizer=entry.stabilizer,
+                                 gamma=entry.gamma, bounds=entry.bounds)
         else:
-            entry = next((e for e in entries if e["family"] == "gradcam" and e["variant"] == label), None)
-            methods[label] = GradCAM(entry["layer"] if entry else explanations["exposed_layer"], label)
+            methods[label] = GradCAM(entry.layer if entry else settings.exposed_layer, label)
     return methods
 
 
@@ -67,22 +62,16 @@ class ExplainedGraph(nn.Module):
         return tuple(out[name] for name in self.output_names)
 
 
-def explanation_settings(explainer: Explainer, selection: ClassSelection, classes: tuple[str, ...]) -> dict[str, Any]:
+def _entry(output: str, method: GradCAM | LRP) -> MethodEntry:
+    if isinstance(method, LRP):
+        bounds = None if method.bounds is None else (tuple(method.bounds[0]), tuple(method.bounds[1]))
+        return MethodEntry(output, "lrp", composite=method.name, epsilon=method.epsilon, stabilizer=method.stabilizer,
+                           gamma=method.gamma, bounds=bounds)
+    return MethodEntry(output, "gradcam", variant=method.variant, layer=method.layer)
+
+
+def explanation_settings(explainer: Explainer, selection: ClassSelection, classes: tuple[str, ...]) -> ExplanationSettings:
     """What the manifest records about the explanations in the graph."""
-    methods = []
-    for method in explainer.methods:
-        entry = {"output": explainer.output_keys[method.key], "family": method.key.split("/")[0], **asdict(method)}
-        if isinstance(method, LRP):
-            entry["composite"] = method.name
-        methods.append(entry)
-    return {
-        "methods": methods,
-        "classes": selection.spec,
-        "fixed_classes": [classes[i] for i in selection.fixed],
-        "targets_input": selection.mode == "input",
-        "exposed_layer": explainer.exposed_layer,
-        "merged_batchnorms": len(explainer.merged),
-        "relevance_seed": "target logit",
-        "cam": "raw map at the layer's resolution, after ReLU, not normalised",
-        "lrp": "relevance at the input, summed over channels, signed, not normalised",
-    }
+    return ExplanationSettings(tuple(_entry(explainer.output_keys[m.key], m) for m in explainer.methods), selection,
+                               tuple(classes[i] for i in selection.fixed), explainer.exposed_layer,
+                               len(explainer.merged))

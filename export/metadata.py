@@ -6,7 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from ..models.manifest import MANIFEST_KEY, Manifest
+from ..errors import ModelNotFoundError
+from ..runtime.manifest import MANIFEST_KEY, Manifest
 
 
 def manifest_of(model: onnx.ModelProto) -> Manifest | None:
@@ -19,7 +20,7 @@ def read_manifest(path: str | Path) -> Manifest:
     """The manifest stored in an exported graph (weights not loaded)."""
     manifest = manifest_of(onnx.load(str(path), load_external_data=False))
     if manifest is None:
-        raise ValueError(f"{path}: no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
+        raise ModelNotFoundError(f"{path}: no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
     return manifest
 
 

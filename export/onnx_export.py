@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..grammar import DEFAULT_OPSET
-from ..models.manifest import Manifest
+from ..runtime.manifest import Manifest
 from .metadata import write_manifest
 
 # TensorRT 10.3 (JetPack 6) parses opsets 9 to 20.

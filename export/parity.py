@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.manifest import Manifest
+from ..errors import ConfigError
 from ..runtime.backends import OnnxRuntimeBackend
 from ..runtime.evaluation.fidelity import (
     REDUCED_MIN_MAP_PEARSON,
@@ -33,6 +33,7 @@ from ..runtime.evaluation.fidelity import (
 )
 from ..runtime.inputs.preprocess import preprocess
 from ..runtime.inputs.reader import read_radiograph
+from ..runtime.manifest import Manifest
 
 FP32_TOLERANCE = 1e-5
 MAP_TOLERANCE = 1e-4  # of the map's scale
@@ -48,7 +49,7 @@ def load_inputs(images: Sequence[Path], manifest: Manifest) -> tuple[np.ndarray,
         batch.append(preprocess(radiograph.pixels, manifest.preprocessing)[0])
         names.append(str(path))
     if not batch:
-        raise ValueError("no radiographs to check parity on")
+        raise ConfigError("no radiographs to check parity on")
     return np.stack(batch), names
 
 

@@ -12,6 +12,7 @@ import onnx
 import torch
 
 from .. import __version__
+from ..errors import ConfigError
 from ..explain import Explainer
 from ..grammar import (
     DEFAULT_CLASSES,
@@ -23,8 +24,8 @@ from ..grammar import (
     parse_classes,
 )
 from ..models.architectures import default_layer
-from ..models.manifest import sha256_of
 from ..models.zoo import load_model
+from ..runtime.manifest import sha256_of
 from .explained import ExplainedGraph, build_methods, explanation_settings, input_bounds
 from .onnx_export import Classifier, export_onnx, operator_counts
 from .parity import check_parity
@@ -54,7 +55,7 @@ def export_model(
     writes) the export report. ``layer``: the Grad-CAM target layer, by default the
     architecture's last spatial feature map."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     network, manifest = load_model(model, **(checkpoint_options or {}))
     manifest.name = (checkpoint_options or {}).get("name") or manifest.name
     layer = layer or default_layer(manifest.architecture)

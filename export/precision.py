@@ -28,8 +28,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import ConfigError, ModelNotFoundError, UnsupportedOperator
 from ..grammar import BATCHNORM_RULE_SUFFIX, LRP_PREFIX, PRECISIONS
-from ..models.manifest import Manifest
+from ..runtime.manifest import Manifest
 from ..runtime.maps.methods import graph_methods
 from .metadata import manifest_of, write_manifest
 
@@ -106,8 +107,9 @@ def per_class_node_indices(graph: onnx.GraphProto, excluded_outputs: Iterable[st
 def fp16_fragile_methods(manifest: Manifest | None) -> dict[str, str]:
     """Output name -> method label for the explanations that do not keep their maps in FP16
     (``keeps_maps_in_fp16``)."""
-    explanations = (manifest.explanations if manifest is not None else None) or {}
-    return {method.output: method.label for method in graph_methods(explanations)
+    if manifest is None:
+        return {}
+    return {method.output: method.label for method in graph_methods(manifest.explanations)
             if method.output is not None and not keeps_maps_in_fp16(method.label)}
 
 
@@ -132,14 +134,14 @@ def _float_tensor_types(model: onnx.ModelProto) -> set[str]:
 def convert_precision(model: onnx.ModelProto, precision: str) -> tuple[onnx.ModelProto, PrecisionReport]:
     """A copy of an FP32 ``model`` with the precision plan applied (``fp32`` returns a copy)."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     converted = onnx.ModelProto()
     converted.CopyFrom(model)
     graph = converted.graph
     if precision == "fp32":
         return converted, PrecisionReport("fp32", 0, len(graph.node), 0, 0, 0)
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
-        raise ValueError("graphs with control flow (If/Loop/Scan) are not supported by the precision plan")
+        raise UnsupportedOperator("graphs with control flow (If/Loop/Scan) are not supported by the precision plan")
     floats = _float_tensor_types(model)
     low = forward_node_indices(graph)
     if precision == "fp16":
@@ -251,9 +253,9 @@ def write_precision(source: str | Path, target: str | Path, precision: str) -> P
     model = onnx.load(str(source))
     manifest = manifest_of(model)
     if manifest is None:
-        raise ValueError(f"{source}: no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
+        raise ModelNotFoundError(f"{source}: no chexplain manifest in the ONNX metadata; export the graph with `chexplain export`")
     if manifest.precision != "fp32":
-        raise ValueError(f"{source}: the graph is already {manifest.precision}; convert from the FP32 export")
+        raise ConfigError(f"{source}: the graph is already {manifest.precision}; convert from the FP32 export")
     converted, report = convert_precision(model, precision)
     manifest.precision = precision
     write_manifest(converted, manifest)

@@ -26,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import ConfigError, EngineError
 from ..grammar import DEFAULT_ENGINE_PRECISION, DEFAULT_WORKSPACE_GB, PRECISIONS
-from ..models.manifest import Manifest, sha256_of
 from ..runtime.backends.compatibility import with_stack_problems
 from ..runtime.backends.cuda import GpuInfo, gpu_info
 from ..runtime.backends.sidecars import engine_filename, gpu_slug, write_sidecar
 from ..runtime.backends.tensorrt_runner import import_tensorrt
+from ..runtime.manifest import Manifest, sha256_of
 from .metadata import read_manifest
 from .precision import fp16_fragile_methods, write_precision
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(EngineError):
     """The engine could not be built; the message says why."""
 
 
@@ -59,11 +60,11 @@ class BatchRange:
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(f"batch {text!r}: expected MIN:OPT:MAX or N, e.g. 1:1:8") from None
+            raise ConfigError(f"batch {text!r}: expected MIN:OPT:MAX or N, e.g. 1:1:8") from None
         if len(values) == 1:
             values *= 3
         if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
-            raise ValueError(f"batch {text!r}: expected 1 <= MIN <= OPT <= MAX, e.g. 1:1:8")
+            raise ConfigError(f"batch {text!r}: expected 1 <= MIN <= OPT <= MAX, e.g. 1:1:8")
         return cls(*values)
 
     def __str__(self) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 
 import onnx
 
-from ..models.manifest import MANIFEST_KEY
 from ..runtime.backends.sidecars import EngineInfo
+from ..runtime.manifest import MANIFEST_KEY
 from .metadata import manifest_of
 
 DEFAULT_MAX_BATCH = 8

@@ -1,7 +1,7 @@
-"""Architectures, checkpoint loading and the model manifest.
+"""Architectures, checkpoint loading and training: the torch side of a model.
 
-``chexplain.models.manifest`` is importable without torch (the runtime reads
-manifests); everything else here needs torch and is imported on first use.
+What the runtime reads without torch (the manifest, the CheXpert CSV, the metrics) lives in
+``chexplain.runtime``; everything here needs torch and is imported on first use.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from importlib import import_module
 from typing import Any
 
 from ..grammar import DEFAULT_MODEL
-from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
 
 _LAZY = {
     "DenseNet": ".densenet",
@@ -22,7 +21,7 @@ _LAZY = {
     "seeded_model": ".zoo",
 }
 
-__all__ = ["CHEXPERT_CLASSES", "DEFAULT_MODEL", "Manifest", "Preprocessing", "Weights", *_LAZY]
+__all__ = ["DEFAULT_MODEL", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import MissingDependency, ModelNotFoundError
 from .densenet import DENSENET_CONFIGS, build_densenet
 
 
@@ -69,10 +70,10 @@ def _timm_family(architecture: str) -> Family:
     try:
         import timm
     except ImportError:
-        raise ValueError(f"{architecture} needs timm: pip install timm") from None
+        raise MissingDependency(f"{architecture} needs timm: pip install timm") from None
     name = architecture.removeprefix(TIMM_PREFIX)
     if not timm.is_model(name):
-        raise ValueError(f"unknown architecture {architecture!r}: timm has no model {name!r}")
+        raise ModelNotFoundError(f"unknown architecture {architecture!r}: timm has no model {name!r}")
     model = timm.create_model(name, pretrained=False, num_classes=1)
     config = model.pretrained_cfg
     layer = model.feature_info[-1]["module"]
@@ -88,7 +89,7 @@ def family_of(architecture: str) -> Family:
     try:
         return ARCHITECTURES[architecture]
     except KeyError:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)} "
+        raise ModelNotFoundError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)} "
                          f"and {TIMM_PREFIX}<name> for timm's") from None
 
 

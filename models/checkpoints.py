@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError, MissingDependency, ModelNotFoundError
 from ..grammar import CHECKPOINT_KINDS
+from ..runtime.manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 from .architectures import ARCHITECTURES, build, draw_zeroed_head, family_of, head_parameters, in_channels_of
 from .densenet import DENSENET_CONFIGS
-from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights, sha256_of
 
 CHECKPOINT_FORMAT = "chexplain-checkpoint"
 
@@ -55,10 +56,6 @@ XRV_RESNET_PREPROCESSING = Preprocessing(size=(512, 512), channels=1, mean=(0.5,
 _ALIASES = {"effusion": "pleural effusion"}
 
 _OLD_DENSELAYER_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be loaded, with the reason."""
 
 
 def _normalise_name(name: str) -> str:
@@ -154,7 +151,7 @@ def _architecture_of(state: Mapping[str, torch.Tensor], path: Path, arch: str | 
         return _densenet_of(state, path)
     try:
         family = family_of(arch)
-    except ValueError as error:
+    except (ModelNotFoundError, MissingDependency) as error:
         raise CheckpointError(f"{path}: {error}") from None
     if family.name == "densenet" and _densenet_of(state, path) != arch:
         raise CheckpointError(f"{path}: a {_densenet_of(state, path)} state dict, not {arch}")
@@ -228,7 +225,7 @@ def load_checkpoint(
     if arch is not None:
         try:
             family_of(arch)
-        except ValueError as error:
+        except (ModelNotFoundError, MissingDependency) as error:
             raise CheckpointError(f"{path}: {error}") from None
     wrapped = any(k.startswith(("module.", "densenet121.")) for k in state)
     state = canonical_keys(state, densenet=arch is None or family_of(arch).name == "densenet")

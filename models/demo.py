@@ -10,8 +10,8 @@ import argparse
 from pathlib import Path
 
 from ..grammar import DEFAULT_MODEL
+from ..runtime.manifest import Weights
 from .checkpoints import load_checkpoint, save_checkpoint
-from .manifest import Weights
 from .zoo import WEIGHTS_DIR
 
 DESCRIPTION = (

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .manifest import CHEXPERT_CLASSES, slug
+from ..errors import ConfigError
+from ..runtime.manifest import CHEXPERT_CLASSES, slug
 
 # Per-image probability of each finding drawn independently (Consolidation and Pneumonia
 # are drawn as kinds of Lung Opacity; No Finding follows from the rest).
@@ -82,9 +83,9 @@ class PhantomGenerator:
 
     def __init__(self, size: int = 1024, seed: int = 0) -> None:
         if size < 64:
-            raise ValueError("phantoms are at least 64 pixels wide")
+            raise ConfigError("phantoms are at least 64 pixels wide")
         if seed < 0:
-            raise ValueError("the seed is a non-negative integer")
+            raise ConfigError("the seed is a non-negative integer")
         self.size, self.seed = size, seed
 
     def _rng(self, index: int, purpose: str) -> np.random.Generator:
@@ -104,7 +105,7 @@ class PhantomGenerator:
         chosen = set(self.choose_findings(index) if findings is None else findings)
         unknown = chosen - set(PREVALENCE) - set(OPACITY_KINDS)
         if unknown:
-            raise ValueError(f"not a phantom finding: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"not a phantom finding: {', '.join(sorted(unknown))}")
         if chosen & set(OPACITY_KINDS):
             chosen.add("Lung Opacity")
         rng = self._rng(index, "anatomy")

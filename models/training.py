@@ -25,13 +25,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..errors import ConfigError, InputError
+from ..runtime.evaluation.chexpert_csv import LabelTable, read_labels
+from ..runtime.evaluation.metrics import auroc, per_class, youden_threshold
 from ..runtime.inputs.preprocess import preprocess
 from ..runtime.inputs.reader import read_radiograph
+from ..runtime.manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
 from .architectures import build
 from .checkpoints import load_checkpoint, save_checkpoint
-from .chexpert_csv import LabelTable, read_labels
-from .manifest import CHEXPERT_CLASSES, Manifest, Preprocessing, Weights
-from .metrics import auroc, per_class, youden_threshold
 
 STATE_NAME = "last.pt"
 MODEL_NAME = "model.pt"
@@ -156,7 +157,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     train_table = read_labels(config.train_csv, config.data, config.uncertainty, config.frontal_only)
     valid_table = read_labels(config.valid_csv, config.data, config.uncertainty, config.frontal_only)
     if not len(train_table) or not len(valid_table):
-        raise ValueError(f"no frontal images in {config.train_csv if not len(train_table) else config.valid_csv}")
+        raise InputError(config.train_csv if not len(train_table) else config.valid_csv, "no frontal images")
     train_set = RadiographDataset(train_table, manifest.preprocessing, config.augment, config.seed)
     valid_set = RadiographDataset(valid_table, manifest.preprocessing, augment=False)
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
@@ -175,7 +176,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print,
     state_path = config.out / STATE_NAME
     if config.resume:
         if not state_path.is_file():
-            raise ValueError(f"nothing to resume: no {state_path}")
+            raise ConfigError(f"nothing to resume: no {state_path}")
         state = torch.load(state_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

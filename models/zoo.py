@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ModelNotFoundError
 from ..grammar import DEFAULT_MODEL
+from ..runtime.manifest import CHEXPERT_CLASSES, Manifest, Weights
 from .architectures import ARCHITECTURES, TIMM_PREFIX, build, draw_zeroed_head
 from .checkpoints import load_checkpoint
-from .manifest import CHEXPERT_CLASSES, Manifest, Weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_SEED = 0
@@ -57,5 +58,5 @@ def load_model(spec: str = DEFAULT_MODEL, **checkpoint_options) -> tuple[nn.Modu
     path = Path(spec)
     if path.suffix in {".pt", ".pth", ".tar", ".ckpt", ".bin"} or path.exists():
         return load_checkpoint(path, **checkpoint_options)
-    raise ValueError(f"unknown model {spec!r}: give {DEFAULT_MODEL!r}, an architecture (e.g. resnet50, "
+    raise ModelNotFoundError(f"unknown model {spec!r}: give {DEFAULT_MODEL!r}, an architecture (e.g. resnet50, "
                      f"efficientnet_b0) for seeded weights, or the path of a checkpoint file")

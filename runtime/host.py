@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 import platform
-import shutil
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from .. import __version__
+from .backends.compatibility import gpu_stack, stack_problems
+from .probes import nvidia_smi, package_version
 
 DICOM_DECODERS = {
     "pylibjpeg-libjpeg": "JPEG baseline/extended/lossless, JPEG-LS",
@@ -21,30 +22,6 @@ DICOM_DECODERS = {
 }
 
 
-def package_version(distribution: str) -> str | None:
-    """An installed distribution's version, or None."""
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
-
-
-def run_tool(command: list[str]) -> str | None:
-    """A tool's stripped output, or None when it is missing or fails."""
-    if shutil.which(command[0]) is None:
-        return None
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def nvidia_smi(fields: tuple[str, ...]) -> list[str]:
-    """One CSV line of ``fields`` per NVIDIA GPU, by nvidia-smi, without importing a framework."""
-    out = run_tool(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"]) or ""
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
 def _onnxruntime_providers() -> list[str]:
     try:
         return importlib.import_module("onnxruntime").get_available_providers()
@@ -54,11 +31,7 @@ def _onnxruntime_providers() -> list[str]:
 
 def collect() -> dict[str, Any]:
     """Versions and capabilities, read from package metadata (no torch import)."""
-    from .. import __version__
-
     ort = package_version("onnxruntime") or package_version("onnxruntime-gpu")
-    from .backends.compatibility import gpu_stack, stack_problems
-
     stack = gpu_stack()
     tensorrt = stack["tensorrt"]
     torch = package_version("torch")

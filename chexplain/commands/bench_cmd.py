@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..grammar import BACKENDS, DEFAULT_EXPLAIN, PRECISIONS, parse_list
 from . import console, options
+
+if TYPE_CHECKING:
+    from ..runtime.bench.session import BenchTools
 
 
 @click.command()
@@ -51,7 +56,8 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
     are from the FP32 PyTorch explainer.
     """
     from .. import sample_images
-    from ..bench_session import Settings, run_benchmark
+    from ..errors import ConfigError
+    from ..runtime.bench.session import Settings, run_benchmark
     from ..runtime.bench.tables import (
         LATENCY_HEADER,
         REFERENCE_HEADER,
@@ -61,7 +67,6 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
         stage_rows,
         text_table,
     )
-    from ..runtime.errors import ModelNotFoundError
     from ..runtime.inputs.reader import expand_inputs
 
     if iterations and duration_s:
@@ -75,9 +80,9 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
             methods=parse_list(methods), classes=parse_list(classes, int),
             images=expand_inputs([image_dir]) if image_dir else sample_images(),
             warmup_s=warmup_s, iterations=iterations if iterations or duration_s else 50, duration_s=duration_s,
-            threads=threads, fidelity=not no_fidelity, compare_reference=compare_reference,
+            threads=threads, fidelity=not no_fidelity, compare_reference=compare_reference, tools=_bench_tools(),
         )
-    except ValueError as error:
+    except ConfigError as error:
         raise click.UsageError(str(error)) from None
     unknown = [b for b in settings.backends if b not in BACKENDS]
     unknown += [p for p in settings.precisions if p not in PRECISIONS]
@@ -86,10 +91,7 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
         raise click.UsageError(f"not a backend, precision, batch or class count: {', '.join(unknown)}")
     if not settings.images:
         raise click.UsageError(f"no radiographs found in {image_dir}")
-    try:
-        document, results, reference_rows = run_benchmark(settings, lambda line: console.info(line, err=True))
-    except (ModelNotFoundError, ImportError, ValueError, RuntimeError) as error:
-        console.fail(str(error))
+    document, results, reference_rows = run_benchmark(settings, lambda line: console.info(line, err=True))
     click.echo("latency of the inference call (ms)")
     click.echo("\n".join(text_table(LATENCY_HEADER, latency_rows(results))))
     click.echo("\nfrom file to overlay by stage (medians, ms), memory, fidelity against the FP32 PyTorch explainer")
@@ -107,3 +109,21 @@ def bench(model, onnx_file, engine_file, backends, precisions, batches, methods,
         markdown_out.parent.mkdir(parents=True, exist_ok=True)
         markdown_out.write_text(markdown_report(document, results, reference_rows))
         console.info(f"tables: {markdown_out}", err=True)
+
+
+def _build_engine(graph: Path, precision: str, log: Callable[[str], None]) -> Path:
+    from ..export.tensorrt_build import build_engine
+
+    return build_engine(graph, precision, log=log).path
+
+
+def _bench_tools() -> BenchTools:
+    """What the bench borrows from the export side: its PyTorch graphs and references where torch
+    is installed (export/bench_graphs.py), and the engine builder."""
+    from ..runtime.bench.session import BenchTools
+
+    try:
+        from ..export.bench_graphs import bench_graph, reference_outputs, reference_timers
+    except ImportError as error:  # no torch (or no onnx): the bench times exported graphs only
+        return BenchTools(build_engine=_build_engine, unavailable=str(error))
+    return BenchTools(bench_graph, reference_outputs, reference_timers, _build_engine)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError, MissingDependency
 from ..grammar import DEFAULT_ENGINE_BATCH, DEFAULT_ENGINE_PRECISION, DEFAULT_WORKSPACE_GB, PRECISIONS
-from ..optional import MissingDependency, require
+from ..optional import require
 from . import console, options
 
 
@@ -40,13 +41,13 @@ def build_engine(onnx_path, precision, batch_text, workspace_gb, timing_cache, d
     """
     try:
         require("onnx", "build-engine")
-        from ..export.tensorrt_build import BatchRange, EngineBuildError, tensorrt_available
+        from ..export.tensorrt_build import BatchRange, tensorrt_available
         from ..export.tensorrt_build import build_engine as build
     except MissingDependency as error:
         raise click.UsageError(str(error)) from None
     try:
         batch = BatchRange.parse(batch_text)
-    except ValueError as error:
+    except ConfigError as error:
         raise click.BadParameter(str(error), param_hint="--batch") from None
     if if_available:
         ok, why = tensorrt_available()
@@ -54,12 +55,9 @@ def build_engine(onnx_path, precision, batch_text, workspace_gb, timing_cache, d
             console.note(f"no TensorRT engine built: {why}. The ONNX graph {onnx_path} stays the model "
                          f"(ONNX Runtime runs it).")
             return
-    try:
-        with console.heartbeat("building the engine"):
-            result = build(onnx_path, precision, batch=batch, workspace_gb=workspace_gb, timing_cache=timing_cache,
-                           dla_core=dla_core, log=console.info)
-    except (EngineBuildError, ValueError) as error:
-        console.fail(str(error))
+    with console.heartbeat("building the engine"):
+        result = build(onnx_path, precision, batch=batch, workspace_gb=workspace_gb, timing_cache=timing_cache,
+                       dla_core=dla_core, log=console.info)
     if triton_dir:
         from ..export.triton import add_engine_model
 

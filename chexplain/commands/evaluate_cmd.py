@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import ChexplainError, ConfigError, MissingDependency
 from ..grammar import parse_list, requested_methods
 from . import console, options
 
 if TYPE_CHECKING:
-    from ..models.chexpert_csv import LabelTable
     from ..runtime.backends import Backend
     from ..runtime.evaluation.scoring import EvalCase
-    from ..runtime.maps.methods import GraphMethod
 
 
 @click.command()
@@ -65,15 +63,9 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
     robustness to imperceptible input noise (Pearson, SSIM, maximum sensitivity). With --data,
     also the classifier's AUROC per class on every radiograph of the CSV; with --randomisation,
     whether each method's maps change when the model's parameters are randomised."""
-    from ..models.chexpert_csv import read_labels
-    from ..runtime.evaluation.robustness import robustness_markdown
-    from ..runtime.evaluation.scoring import (
-        box_cases,
-        classification_markdown,
-        markdown,
-        phantom_cases,
-        require_targets,
-    )
+    from ..runtime.evaluation.chexpert_csv import read_labels
+    from ..runtime.evaluation.scoring import box_cases, classification, phantom_cases, require_targets, run_evaluation
+    from ..runtime.evaluation.session import evaluation_document, evaluation_markdown, write_evaluation
     from ..runtime.maps.methods import graph_methods, select_methods
 
     if (data_root is None) == (boxes is None) or (boxes is not None and image_dir is None):
@@ -85,44 +77,39 @@ def evaluate(model, data_root, csv_name, boxes, image_dir, methods, class_choice
             cases = phantom_cases(data_root, csv_name) if data_root else box_cases(boxes, image_dir)
             labels = read_labels(data_root / csv_name, data_root, "u-ignore") if data_root and auroc else None
             require_targets(engine)
-        except (ValueError, OSError) as error:
+        except (ChexplainError, OSError) as error:
             raise click.UsageError(str(error)) from None
         cases = cases[:limit] if limit else cases
         if not cases:
             raise click.UsageError("no radiographs with ground truth for the graph's classes")
-        document = _evaluate(engine, cases, chosen, labels, fraction=fraction, steps=steps, examples=examples,
-                             sheets=out_dir / "examples", all_classes=class_choice == "all",
-                             noise_levels=noise_levels, draws=draws, seed=seed)
-        document["randomisation"] = None
+        console.info(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}; "
+                     f"{len(cases)} radiographs", err=True)
+        scores = None
+        if labels is not None:
+            with _bar(len(labels), "classifying") as bar:
+                scores = classification(engine, labels, progress=lambda index, _: bar.update(1))
+        with _bar(len(cases), "explaining") as bar:
+            evaluation = run_evaluation(engine, cases, chosen, fraction=fraction, steps=steps, examples=examples,
+                                        sheets=out_dir / "examples", all_classes=class_choice == "all",
+                                        noise_levels=noise_levels, draws=draws, seed=seed,
+                                        progress=lambda index, _: bar.update(1))
+        document = evaluation_document(evaluation, scores)
         if randomisation_model is not None:
             document["randomisation"] = _randomisation(engine, randomisation_model, cases[:randomisation_images],
                                                        [m.label for m in chosen], seed)
-    scores = document["classification"]
-    table = markdown(document["summary"])
-    robust = robustness_markdown(document["summary"])
-    if robust:
-        table += (f"\nRobustness: each map against {draws} noisy copies of its input per level (noise std as a share "
-                  f"of the input's std); Pearson and SSIM as mean (worst), mean maximum sensitivity\n\n{robust}")
-    if scores is not None:
-        table = (f"Classification ({scores['images']} radiographs of {data_root / csv_name})\n\n"
-                 f"{classification_markdown(scores)}\nExplanations\n\n{table}")
-        reported = {f["image"] for f in document["failures"]}
-        document["failures"] += [f for f in scores["failures"] if f["image"] not in reported]
-    if document["randomisation"] is not None:
-        from ..explain.sanity import randomisation_markdown
-
-        result = document["randomisation"]
-        table += (f"\nModel-parameter randomisation (cascading, from the logits down; {result['maps']} maps): "
-                  f"Spearman of |map| / SSIM with the trained model's maps\n\n{randomisation_markdown(result)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(document, indent=2) + "\n")
-    (out_dir / "evaluation.md").write_text(table)
+    table = evaluation_markdown(document, data_root / csv_name if data_root else None, draws)
+    written = write_evaluation(out_dir, document, table)
     click.echo(table)
     for failure in document["failures"]:
         console.error(f"{failure['image']}: {failure['error']}")
-    console.info(f"results: {out_dir / 'evaluation.json'}", err=True)
+    console.info(f"results: {written}", err=True)
     if document["failures"]:
         sys.exit(console.EXIT_SOME_FAILED)
+
+
+def _bar(length: int, label: str) -> Any:
+    """A progress bar on stderr (none under --quiet)."""
+    return click.progressbar(length=length, label=label, file=sys.stderr, hidden=console.verbosity() < 0)
 
 
 def _noise_levels(text: str) -> list[float]:
@@ -131,7 +118,7 @@ def _noise_levels(text: str) -> list[float]:
         return []
     try:
         levels = parse_list(text, float)
-    except ValueError:
+    except ConfigError:
         raise click.BadParameter(f"{text!r}: expected noise levels such as 1e-4,1e-3,1e-2, or none",
                                  param_hint="--noise") from None
     if any(not 0 < level < 1 for level in levels):
@@ -143,7 +130,7 @@ def _noise_levels(text: str) -> list[float]:
 def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labels: list[str],
                    seed: int) -> dict[str, Any]:
     """The cascading randomisation check in PyTorch, for the graph's methods as exported."""
-    from ..optional import MissingDependency, require
+    from ..optional import require
 
     try:
         require("torch", "the randomisation check (--randomisation)")
@@ -151,7 +138,6 @@ def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labe
         raise click.UsageError(str(error)) from None
     from ..explain.sanity import randomisation_check, randomisation_stages
     from ..export.explained import methods_from_manifest
-    from ..models.checkpoints import CheckpointError
     from ..models.zoo import load_model
     from ..runtime.backends import probability_targets
     from ..runtime.evaluation.scoring import case_inputs
@@ -167,22 +153,5 @@ def _randomisation(engine: Backend, model_spec: str, cases: list[EvalCase], labe
                                hidden=console.verbosity() < 0) as bar:
             return randomisation_check(model, methods, images, targets, graph, seed=seed,
                                        progress=lambda index, _: bar.update(1))
-    except (CheckpointError, ValueError, OSError) as error:
+    except (ChexplainError, OSError) as error:
         raise click.UsageError(f"--randomisation {model_spec}: {error}") from None
-
-
-def _evaluate(engine: Backend, cases: list[EvalCase], chosen: list[GraphMethod], labels: LabelTable | None,
-              **settings: Any) -> dict[str, Any]:
-    """Classify every radiograph of the CSV (when there are labels), then explain the cases, with progress bars."""
-    from ..runtime.evaluation.scoring import classification, run_evaluation
-
-    console.info(f"backend: {engine.describe()}; methods: {', '.join(m.label for m in chosen)}; {len(cases)} radiographs",
-                 err=True)
-    scores = None
-    if labels is not None:
-        with click.progressbar(length=len(labels), label="classifying", file=sys.stderr, hidden=console.verbosity() < 0) as bar:
-            scores = classification(engine, labels, progress=lambda index, _: bar.update(1))
-    with click.progressbar(length=len(cases), label="explaining", file=sys.stderr, hidden=console.verbosity() < 0) as bar:
-        document = run_evaluation(engine, cases, chosen, **settings, progress=lambda index, _: bar.update(1))
-    document["classification"] = scores
-    return document

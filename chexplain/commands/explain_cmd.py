@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ..grammar import DEFAULT_OPACITY, requested_methods
 from . import console, options
 from .report_cmd import write_reports
@@ -53,7 +54,7 @@ def explain(inputs, model, methods, classes, out_dir, opacity, no_arrays, as_jso
         try:
             chosen = select_methods(graph_methods(manifest.explanations), requested_methods(methods))
             choice = choose_classes(manifest.explanations, classes, manifest.classes)
-        except ValueError as error:
+        except ConfigError as error:
             raise click.UsageError(str(error)) from None
         predictor = Predictor(engine, options.parse_thresholds(thresholds, manifest.classes),
                               allow_any_view=allow_any_view)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import MissingDependency
 from ..grammar import (
     CHECKPOINT_KINDS,
     DEFAULT_CLASSES,
@@ -19,7 +20,7 @@ from ..grammar import (
     PRECISIONS,
     split_list,
 )
-from ..optional import MissingDependency, require
+from ..optional import require
 from . import console, options
 
 
@@ -77,7 +78,6 @@ def export(model, out_root, image_dir, opset, kind, arch, source_classes, xrv_we
         require("torch", "export")
         require("onnx", "export")
         from ..export.pipeline import export_model
-        from ..models.checkpoints import CheckpointError
     except MissingDependency as error:
         raise click.UsageError(str(error)) from None
     from ..runtime.backends import artifacts_dir
@@ -87,14 +87,11 @@ def export(model, out_root, image_dir, opset, kind, arch, source_classes, xrv_we
     checkpoint = {"kind": kind, "arch": arch, "xrv_weights": xrv_weights, "trust_pickle": trust_pickle, "name": name}
     if source_classes:
         checkpoint["source_classes"] = split_list(source_classes)
-    try:
-        with console.heartbeat("exporting"):
-            report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=checkpoint,
-                                  explain=explain, classes=classes, layer=layer, epsilon=epsilon,
-                                  expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm,
-                                  precision=precision, log=console.info)
-    except (CheckpointError, ValueError) as error:
-        console.fail(str(error))
+    with console.heartbeat("exporting"):
+        report = export_model(model, out_root or artifacts_dir(), images, opset=opset, checkpoint_options=checkpoint,
+                              explain=explain, classes=classes, layer=layer, epsilon=epsilon,
+                              expose_gradients=expose_gradients, merge_batchnorm=merge_batchnorm,
+                              precision=precision, log=console.info)
     if triton_dir:
         from ..export.triton import add_onnx_model
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..errors import ChexplainError, ConfigError
 from ..grammar import DEFAULT_MODEL
 from ..optional import hint, missing
 from ..runtime.node.config import Destination, NodeConfig
@@ -123,7 +124,6 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
     from ..grammar import requested_methods
     from ..runtime.node.config import (
         Caller,
-        ConfigError,
         Destination,
         NodeConfig,
         load_config,
@@ -151,14 +151,13 @@ def _config(config_file: Path | None, listening: bool, allow_callers: tuple[str,
 
 
 def _run(config: Any, **service: Any) -> None:
-    from ..runtime.errors import ModelNotFoundError
     from ..runtime.node.events import EventLog
     from ..runtime.node.service import build_processor, run_service
 
     log = EventLog()
     try:
         processor = build_processor(config, lambda message: log("note", message=message))
-    except (ModelNotFoundError, ImportError, ValueError) as error:
+    except ChexplainError as error:
         console.fail(str(error), console.EXIT_USAGE)
     try:
         run_service(config, processor, log, **service)

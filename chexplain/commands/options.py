@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..errors import ChexplainError
 from ..grammar import BACKENDS, DEFAULT_MODEL
 from . import console
 
@@ -106,9 +107,8 @@ def parse_thresholds(values: tuple[str, ...], class_names: tuple[str, ...]) -> d
 def open_model(model: str | None, backend: str | None, threads: int | None) -> Backend:
     """The backend for ``--model``/``--backend``/``--threads``; the stage's refusal is a usage error (exit 2)."""
     from ..runtime.backends import open_backend
-    from ..runtime.errors import ModelNotFoundError
 
     try:
         return open_backend(model, backend or "auto", threads=threads, notify=console.note)
-    except (ModelNotFoundError, ImportError, ValueError) as error:
+    except ChexplainError as error:
         raise click.UsageError(str(error)) from None

@@ -12,13 +12,9 @@ from . import console, options
 
 def write_reports(root: Path, document: dict[str, Any] | None, patient_name: bool, quiet: bool = False) -> None:
     """Every radiograph's report and the index page; exit 1 when none could be written."""
-    from ..runtime.errors import InputError
     from ..runtime.report.pages import write_reports as write_pages
 
-    try:
-        reports, index = write_pages(root, document, patient=patient_name, on_error=console.error)
-    except InputError as error:
-        console.fail(str(error))
+    reports, index = write_pages(root, document, patient=patient_name, on_error=console.error)
     if not quiet:
         console.info(f"reports: {len(reports)}" + (f"; index: {index}" if index else ""), err=True)
     if index is None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import ChexplainError
+from ..optional import hint
 from . import console, options
 
 
@@ -43,8 +45,8 @@ def train(data_root, train_csv, valid_csv, uncertainty, image_size, epochs, batc
     try:
         from ..models.training import TrainConfig, eta_text
         from ..models.training import train as run_training
-    except ImportError as error:
-        raise click.UsageError(f"train needs torch ({error}): pip install 'chexplain[export]'") from None
+    except ImportError as error:  # torch itself, or a package it needs
+        raise click.UsageError(f"train needs torch ({error}): {hint('torch')}") from None
     train_csv, valid_csv = train_csv or data_root / "train.csv", valid_csv or data_root / "valid.csv"
     for path in (train_csv, valid_csv):
         if not path.is_file():
@@ -59,14 +61,11 @@ def train(data_root, train_csv, valid_csv, uncertainty, image_size, epochs, batc
 
     try:
         family_of(architecture)
-    except ValueError as error:
+    except ChexplainError as error:
         raise click.UsageError(str(error)) from None
 
     def show(step: int, steps: int, loss: float, eta: float) -> None:
         if step in (1, steps) or step % max(steps // 20, 1) == 0:  # about every 5%
             console.info(f"  step {step}/{steps}  loss {loss:.4f}  eta {eta_text(eta)}", err=True)
 
-    try:
-        run_training(config, log=console.info, progress=show)
-    except (ValueError, OSError) as error:
-        console.fail(str(error))
+    run_training(config, log=console.info, progress=show)

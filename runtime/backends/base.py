@@ -15,7 +15,7 @@ from types import TracebackType
 
 import numpy as np
 
-from ...models.manifest import Manifest
+from ..manifest import Manifest
 
 
 class Backend(ABC):

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..host import package_version
+from ..probes import package_version
 from .cuda import cuda_version_text
 
 L4T_RELEASE = Path("/etc/nv_tegra_release")

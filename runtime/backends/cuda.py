@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import EngineError
 from ...optional import hint
 
 
-class CudaUnavailableError(RuntimeError):
+class CudaUnavailableError(EngineError):
     """No cuda-python, no driver or no NVIDIA GPU."""
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ...models.manifest import MANIFEST_KEY, Manifest
+from ...errors import ModelNotFoundError
 from ...optional import require
+from ..manifest import MANIFEST_KEY, Manifest
 from .base import Backend
 
 # Best first. ONNX Runtime silently drops a provider whose libraries are missing. Its TensorRT
@@ -49,7 +50,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers: list[str] = self.session.get_providers()
         metadata = self.session.get_modelmeta().custom_metadata_map
         if MANIFEST_KEY not in metadata:
-            raise ValueError(f"{self.path}: no chexplain manifest in the ONNX metadata; export it with `chexplain export`")
+            raise ModelNotFoundError(f"{self.path}: no chexplain manifest in the ONNX metadata; export it with `chexplain export`")
         self.manifest = Manifest.from_json(metadata[MANIFEST_KEY])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -7,12 +7,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ...errors import ConfigError, EngineError, EngineMismatchError, ModelNotFoundError
 from ...grammar import BACKENDS, DEFAULT_MODEL
-from ..errors import ModelNotFoundError
 from .base import Backend
 from .compatibility import with_stack_problems
 from .onnxruntime_runner import OnnxRuntimeBackend
-from .sidecars import ENGINE_SUFFIX, EngineMismatchError, engines_beside, pick_engine
+from .sidecars import ENGINE_SUFFIX, engines_beside, pick_engine
 
 ARTIFACTS_ENV = "CHEXPLAIN_ARTIFACTS"
 
@@ -58,11 +58,11 @@ def open_backend(model: str | None, backend: str = "auto", threads: int | None =
     TensorRT version and loads, else ONNX Runtime; ``notify`` hears why an engine was passed over.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     tell = notify or (lambda message: None)
     if model and model.endswith(ENGINE_SUFFIX):
         if backend == "onnxruntime":
-            raise ValueError(f"{model} is a TensorRT engine; --backend onnxruntime needs an .onnx graph")
+            raise ConfigError(f"{model} is a TensorRT engine; --backend onnxruntime needs an .onnx graph")
         if not Path(model).is_file():
             raise ModelNotFoundError(f"no engine at {model}")
         return _open_engine(Path(model))
@@ -81,6 +81,6 @@ def open_backend(model: str | None, backend: str = "auto", threads: int | None =
             return _open_engine(chosen.path)
         except (ImportError, RuntimeError) as error:
             if backend == "tensorrt":
-                raise ValueError(str(error)) from None
+                raise EngineError(str(error)) from None
             tell(f"TensorRT engine not used ({with_stack_problems(str(error))}); running ONNX Runtime")
     return OnnxRuntimeBackend(onnx_path, threads=threads)

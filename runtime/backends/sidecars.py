@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...models.manifest import slug
+from ...errors import EngineMismatchError
+from ..manifest import slug
 
 SIDECAR_SCHEMA = "chexplain.engine/1"
 ENGINE_SUFFIX = ".engine"
 # Which engine `--backend auto` takes when several fit: faithful heatmaps and FP16 speed first.
 PRECISION_PREFERENCE = ("mixed", "fp32", "fp16")
-
-
-class EngineMismatchError(RuntimeError):
-    """An engine built for another GPU or TensorRT version, or without its sidecar."""
 
 
 def gpu_slug(gpu_name: str) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ...models.manifest import Manifest
+from ...errors import ConfigError, EngineError, EngineMismatchError
 from ...optional import require
+from ..manifest import Manifest
 from .base import Backend
 from .cuda import CapturedGraphs, PinnedBuffer, check, cudart, gpu_info, native_handle
 from .sidecars import EngineInfo
@@ -59,7 +60,7 @@ class TensorRTBackend(Backend):
             self._runtime.DLA_core = self.info.dla_core  # before deserialising, as trtexec --useDLACore does
         self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"{self.path}: TensorRT could not deserialise the engine; rebuild it with "
+            raise EngineMismatchError(f"{self.path}: TensorRT could not deserialise the engine; rebuild it with "
                                f"`{self.info.rebuild_command()}`")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -90,14 +91,14 @@ class TensorRTBackend(Backend):
         feeds = {"image": image, **inputs}
         missing = set(self.input_names) - set(feeds)
         if missing:
-            raise ValueError(f"{self.path.name}: missing inputs {', '.join(sorted(missing))}")
+            raise ConfigError(f"{self.path.name}: missing inputs {', '.join(sorted(missing))}")
         rt = cudart()
         key = []
         for name in self.input_names:
             array = np.ascontiguousarray(feeds[name], dtype=self._dtypes[name])
             key.append(array.shape)
             if not self.context.set_input_shape(name, array.shape):
-                raise ValueError(f"{self.path.name}: input {name} of shape {array.shape} is outside the engine's profile "
+                raise ConfigError(f"{self.path.name}: input {name} of shape {array.shape} is outside the engine's profile "
                                  f"{self.info.data['profiles'].get(name)}")
             buffer = self._buffer(name, array.nbytes)
             buffer.view(array.shape, array.dtype)[...] = array
@@ -122,7 +123,7 @@ class TensorRTBackend(Backend):
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(native_handle(self._stream)):
-            raise RuntimeError(f"{self.path.name}: TensorRT failed to enqueue the engine")
+            raise EngineError(f"{self.path.name}: TensorRT failed to enqueue the engine")
 
     def _enqueue(self, key: tuple[tuple[int, ...], ...]) -> None:
         if not self.cuda_graph:
@@ -137,7 +138,7 @@ class TensorRTBackend(Backend):
             graph = check(rt.cudaStreamEndCapture(self._stream))  # always end the capture, even after a failure
             if not enqueued:
                 rt.cudaGraphDestroy(graph)
-                raise RuntimeError(f"{self.path.name}: TensorRT failed to enqueue the engine while capturing a CUDA graph")
+                raise EngineError(f"{self.path.name}: TensorRT failed to enqueue the engine while capturing a CUDA graph")
             captured = (graph, check(rt.cudaGraphInstantiate(graph, 0)))
             self._graphs.put(key, captured)
         check(rt.cudaGraphLaunch(captured[1], self._stream))

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...grammar import DEFAULT_OPACITY
 from ..backends import Backend
 from ..inputs.preprocess import Geometry, preprocess
@@ -100,7 +101,7 @@ def prepare(paths: Sequence[Path], backend: Backend) -> list[Prepared]:
         image, geometry = preprocess(radiograph.pixels, backend.manifest.preprocessing)
         prepared.append(Prepared(radiograph, image, geometry))
     if not prepared:
-        raise ValueError("no radiographs to benchmark on")
+        raise ConfigError("no radiographs to benchmark on")
     return prepared
 
 

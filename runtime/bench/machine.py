@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ..host import nvidia_smi, run_tool
+from ..probes import nvidia_smi, run_tool
 
 LIBRARIES = ("chexplain", "numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "tensorrt",
              "cuda-python", "torch", "onnx", "zennit", "grad-cam")

@@ -21,17 +21,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ...models.chexpert_csv import LabelTable
-from ...models.manifest import CHEXPERT_CLASSES, slug
-from ...models.metrics import auroc
+from ...errors import ConfigError, InputError
 from ..backends import Backend, probability_targets
-from ..errors import InputError
 from ..inputs.preprocess import preprocess
 from ..inputs.reader import read_radiograph
+from ..manifest import CHEXPERT_CLASSES, slug
 from ..maps.colour import overlay
 from ..maps.methods import GraphMethod
 from ..maps.render import at_input_grid, class_maps
 from ..maps.sheet import sheet
+from .chexpert_csv import LabelTable
 from .map_metrics import (
     curve_auc,
     gini,
@@ -43,6 +42,7 @@ from .map_metrics import (
     relevance_rank_accuracy,
     top_region_iou,
 )
+from .metrics import auroc
 from .robustness import NOISE_DRAWS, NOISE_LEVELS, level_name, map_robustness, noisy_copies, summarize_robustness
 
 EVALUATE_SCHEMA = "chexplain.evaluate/1"
@@ -68,7 +68,7 @@ class EvalCase:
         if isinstance(region, Path):
             mask = cv2.imread(str(region), cv2.IMREAD_GRAYSCALE)
             if mask is None:
-                raise ValueError(f"{region}: not a readable mask")
+                raise InputError(region, "not a readable mask")
             if mask.shape != shape:
                 mask = cv2.resize(mask, shape[::-1], interpolation=cv2.INTER_NEAREST)
             return mask > 127
@@ -111,7 +111,7 @@ def box_cases(boxes_csv: Path, images: Path) -> list[EvalCase]:
 def require_targets(backend: Backend) -> None:
     """Evaluation explains each image for its own findings: the graph needs a targets input."""
     if "targets" not in backend.input_names:
-        raise ValueError(f"{backend.path}: evaluation explains each image's own findings and needs a graph with a "
+        raise ConfigError(f"{backend.path}: evaluation explains each image's own findings and needs a graph with a "
                          f"targets input: chexplain export --classes input")
 
 
@@ -130,7 +130,7 @@ def case_inputs(backend: Backend, cases: Sequence[EvalCase]) -> tuple[np.ndarray
             images.append(preprocess(radiograph.pixels, backend.manifest.preprocessing)[0])
             targets.append(findings)
     if not images:
-        raise ValueError("no readable radiograph with findings of the graph's classes")
+        raise ConfigError("no readable radiograph with findings of the graph's classes")
     return np.stack(images), targets
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import InputError
 from ...optional import require
-from ..errors import InputError
 from .bitmap import MAX_DECODED_BYTES, check_size, to_unit_gray
 from .dicom_bounds import codestream_size, is_deflated, read_deflated
 

@@ -19,7 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ...errors import InputError
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 INFLATE_CHUNK = 1 << 20

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ...models.manifest import Preprocessing
+from ..manifest import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 from .bitmap import JPEG_SIGNATURE, MAX_DECODED_BYTES, PNG_SIGNATURE, read_bitmap
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from ...errors import ConfigError
 from ...grammar import ALL_METHODS, CAM_VARIANTS, LRP_PREFIX, method_label, parse_classes
+from ..manifest import ExplanationSettings
 from .cam_formulas import cam
 
 
@@ -34,15 +35,10 @@ class GraphMethod:
         return cam(self.label, outputs["target_activations"], outputs["target_gradients"])
 
 
-def graph_methods(explanations: Mapping[str, Any]) -> list[GraphMethod]:
+def graph_methods(settings: ExplanationSettings) -> list[GraphMethod]:
     """The graph's methods, plus every other CAM variant when it exposes its gradients."""
-    methods = []
-    for entry in explanations.get("methods", []):
-        if entry["family"] == "lrp":
-            methods.append(GraphMethod(entry["output"], f"{LRP_PREFIX}{entry['composite']}", True))
-        else:
-            methods.append(GraphMethod(entry["output"], entry["variant"], False))
-    if explanations.get("exposed_layer"):
+    methods = [GraphMethod(entry.output, entry.label, entry.family == "lrp") for entry in settings.methods]
+    if settings.exposed_layer:
         baked = {m.label for m in methods}
         methods += [GraphMethod(None, variant, False) for variant in CAM_VARIANTS if variant not in baked]
     return methods
@@ -53,7 +49,7 @@ def select_methods(available: Sequence[GraphMethod], requested: Sequence[str]) -
     just one); the graph's own outputs when none are requested; ``all`` adds the CAM variants
     computed from exposed gradients."""
     if not available:
-        raise ValueError("this graph has no explanations; export it with --explain (e.g. gradcam,lrp:epsilon)")
+        raise ConfigError("this graph has no explanations; export it with --explain (e.g. gradcam,lrp:epsilon)")
     if not requested:
         return [m for m in available if m.output is not None]
     if list(requested) == [ALL_METHODS]:
@@ -66,7 +62,7 @@ def select_methods(available: Sequence[GraphMethod], requested: Sequence[str]) -
         if name == "lrp" and label not in by_label and len(lrp) == 1:  # bare "lrp": the graph's one LRP map
             label = lrp[0].label
         if label not in by_label:
-            raise ValueError(
+            raise ConfigError(
                 f"method {name!r} is not in the exported graph (it has {', '.join(by_label)}); "
                 f"export with --explain {','.join([*by_label, label])}"
             )
@@ -86,25 +82,24 @@ class ClassChoice:
         return {} if self.targets is None else {"targets": self.targets}
 
 
-def choose_classes(explanations: Mapping[str, Any], requested: str | None, classes: Sequence[str]) -> ClassChoice:
+def choose_classes(settings: ExplanationSettings, requested: str | None, classes: Sequence[str]) -> ClassChoice:
     """What ``--classes requested`` means for a graph with these explanation settings."""
-    if explanations.get("targets_input"):
+    if settings.targets_input:
         try:
             selection = parse_classes(requested or "all", classes, allow_input=False)
-        except ValueError:
+        except ConfigError:
             selection = None
         if selection is None or selection.mode == "topk":
-            raise ValueError(f"--classes {requested!r}: this graph takes all or class names from: {', '.join(classes)}")
+            raise ConfigError(f"--classes {requested!r}: this graph takes all or class names from: {', '.join(classes)}")
         indices = range(len(classes)) if selection.mode == "all" else selection.fixed
         return ClassChoice(targets=np.array([list(indices)], dtype=np.int64))
-    spec = explanations.get("classes", "")
+    spec = settings.classes.spec if settings.classes is not None else ""
     if requested in (None, "", spec):
         return ClassChoice()
-    if spec.startswith("topk:") and requested.startswith("topk:"):
-        k = int(spec[len("topk:"):])
+    if settings.classes is not None and settings.classes.mode == "topk" and requested.startswith("topk:"):
         try:
-            return ClassChoice(keep=parse_classes(requested, classes[:k], allow_input=False).k)
-        except ValueError:
+            return ClassChoice(keep=parse_classes(requested, classes[:settings.classes.k], allow_input=False).k)
+        except ConfigError:
             pass
-    raise ValueError(f"--classes {requested}: the graph explains {spec or 'no classes'}; "
+    raise ConfigError(f"--classes {requested}: the graph explains {spec or 'no classes'}; "
                      f"re-export with `chexplain export --classes {requested}`")

@@ -89,13 +89,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ...errors import ConfigError
+
 SR_TEMPLATES = ("tid1500", "basic-text")  # the findings as coded measurements, or as text
 MAX_TIMEOUT_S = 86400.0  # a day: longer is a mistake (and past what a socket timeout takes)
 MIN_PDU_SIZE, MAX_PDU_SIZE = 4096, 1 << 26  # a PDU smaller than a page is a misconfiguration; 64 MiB at most
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used, named with its source."""
 
 
 @dataclass(frozen=True)

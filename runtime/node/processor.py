@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 
 from ... import __version__
+from ...errors import InputError
 from ...grammar import DEFAULT_OPACITY
-from ...models.manifest import slug
-from ..errors import InputError
+from ..manifest import slug
 from ..maps.methods import ClassChoice, GraphMethod
 from ..maps.render import class_maps, explained_targets
 from ..results.prediction import Prediction, Predictor, model_record

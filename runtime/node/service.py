@@ -56,7 +56,7 @@ def build_processor(config: NodeConfig, notify: Callable[[str], None]) -> Instan
             compress=config.compress, sr_template=config.sr_template, segmentation=config.segmentation,
             key_objects=config.key_objects,
         )
-    except ValueError:
+    except BaseException:  # a refusal (methods, classes) or anything else: the backend is not kept open
         backend.close()
         raise
 

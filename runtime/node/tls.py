@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from ...errors import ConfigError
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 SECURE_PORT = 2762  # the registered port of DICOM over TLS ("dicom-tls")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ...errors import InputError
 from .events import EventLog, Metrics, pseudonymise
 from .processor import InstanceProcessor
 from .spool import Spool, digest, item_id, item_key

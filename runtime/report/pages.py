@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 from ..inputs.reader import read_radiograph
 from ..results.documents import EXPLAIN_SCHEMA
 from .html import ExplainedFinding, MethodMap, index_entry, render_index, render_report, write_report

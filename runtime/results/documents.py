@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ... import __version__
-from ...models.manifest import Manifest
+from ..manifest import Manifest
 from .prediction import Prediction, model_record
 
 PREDICT_SCHEMA = "chexplain.predict/1"
@@ -53,7 +53,7 @@ def explain_document(
     """``index.json`` of an explain run: the predict document with the explain records."""
     document = json_document(predictions, manifest, onnx_path, backend, thresholds)
     document.update(schema=EXPLAIN_SCHEMA, results=list(records), banner=manifest.banner(), methods=list(methods),
-                    explanations=manifest.explanations)
+                    explanations=manifest.explanations.to_dict())
     return document
 
 

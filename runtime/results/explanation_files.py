@@ -16,9 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ...errors import InputError
 from ...grammar import DEFAULT_OPACITY
-from ...models.manifest import slug
-from ..errors import InputError
+from ..manifest import slug
 from ..maps.colour import overlay
 from ..maps.methods import ClassChoice, GraphMethod
 from ..maps.render import class_maps, explained_targets

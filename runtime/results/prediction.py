@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...models.manifest import Manifest
+from ...errors import InputError
 from ..backends import Backend, probability_targets
-from ..errors import InputError
 from ..inputs.bitmap import MAX_DECODED_BYTES
 from ..inputs.preprocess import Geometry, preprocess
 from ..inputs.reader import Radiograph, read_radiograph
+from ..manifest import Manifest
 
 
 @dataclass

@@ -20,8 +20,8 @@ from torch import nn
 from chexplain.explain import LRP, Explainer, GradCAM
 from chexplain.explain.references import pytorch_grad_cam, zennit_composite, zennit_lrp, zennit_model
 from chexplain.models.architectures import default_layer
-from chexplain.models.manifest import Preprocessing
 from chexplain.runtime import preprocess, read_radiograph
+from chexplain.runtime.manifest import Preprocessing
 
 from calibrated import calibrated
 from helpers import IMAGES

@@ -18,9 +18,9 @@ from torch import nn
 from chexplain.explain import COMPOSITES, LRP, Explainer, GradCAM, UnsupportedOperator
 from chexplain.explain.references import pytorch_grad_cam, zennit_composite, zennit_lrp
 from chexplain.grammar import DEFAULT_LRP_COMPOSITE
-from chexplain.models.manifest import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from chexplain.models.zoo import seeded_model
 from chexplain.runtime import preprocess, read_radiograph
+from chexplain.runtime.manifest import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 from helpers import IMAGES, SIIM
 
@@ -274,7 +274,7 @@ def test_a_composite_of_your_own_rules_equalszennit_lrp(radiograph_batch):
     from zennit.types import Activation, AvgPool, BatchNorm
 
     from chexplain.explain import Composite
-    from chexplain.explain.lrp import Epsilon, WSquare, ZPlus
+    from chexplain.explain.rules import Epsilon, WSquare, ZPlus
 
     model = copy.deepcopy(_seeded(torchvision.models.vgg16_bn, num_classes=14)).double()
     x = radiograph_batch[:1].double()

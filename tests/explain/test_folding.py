@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from chexplain.explain import LRP, Explainer, GradCAM
 from chexplain.explain.linear_maps import ConvMap
-from chexplain.explain.lrp import BatchNormEpsilon
+from chexplain.explain.rules import BatchNormEpsilon
 from chexplain.models.architectures import default_layer
 
 from calibrated import calibrated

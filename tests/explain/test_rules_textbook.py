@@ -15,7 +15,7 @@ from torch import nn
 
 from chexplain.explain import LRP, Explainer
 from chexplain.explain.composites import BATCHNORM_EPSILON, Composite
-from chexplain.explain.lrp import AlphaBeta, Epsilon, Flat, WSquare, ZPlus
+from chexplain.explain.rules import AlphaBeta, Epsilon, Flat, WSquare, ZPlus
 
 STABILIZER = 1e-6
 SHAPE = (2, 6, 6)  # channels, height, width of the input

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chexplain.errors import ConfigError
 from chexplain.explain import LRP, GradCAM
 from chexplain.explain.sanity import (
     INSENSITIVE_AT,
@@ -56,7 +57,7 @@ def test_stages_go_from_the_logits_down():
     stages = randomisation_stages(seeded_model()[0])
     assert stages[:3] == ["classifier", "features.norm5", "features.denseblock4"]
     assert stages[-2:] == ["features.norm0", "features.conv0"] and len(stages) == 11
-    with pytest.raises(ValueError, match="no parameterised blocks"):
+    with pytest.raises(ConfigError, match="no parameterised blocks"):
         randomisation_stages(nn.Sequential(nn.ReLU()))
 
 
@@ -116,5 +117,5 @@ def test_the_check_refuses_a_model_other_than_the_graphs(tiny: TinyNet, images: 
         own = torch.sigmoid(tiny(images[:1])).numpy()
     result = randomisation_check(tiny, methods, images.numpy(), [[0], [1]], own)
     assert result["maps"] == 2 and len(result["steps"]) == len(randomisation_stages(tiny))
-    with pytest.raises(ValueError, match="not the model the graph was exported from"):
+    with pytest.raises(ConfigError, match="not the model the graph was exported from"):
         randomisation_check(tiny, methods, images.numpy(), [[0], [1]], own + 0.01)

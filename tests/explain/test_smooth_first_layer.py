@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from chexplain.explain import LRP, Explainer
+from chexplain.explain.core import DEFAULT_STABILIZER
 from chexplain.explain.graph import trace
-from chexplain.explain.lrp import DEFAULT_STABILIZER, Flat, SmoothFlat
+from chexplain.explain.rules import Flat, SmoothFlat
 
 TARGETS = torch.tensor([[0, 2]])
 GEOMETRIES = {  # kernel, stride, padding; the first two have a tent, the others are the flat rule

@@ -21,9 +21,9 @@ from chexplain.export.explained import ExplainedGraph
 from chexplain.export.onnx_export import export_onnx
 from chexplain.export.parity import check_parity
 from chexplain.grammar import parse_classes
-from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest, Preprocessing
 from chexplain.runtime import preprocess, read_radiograph
 from chexplain.runtime.evaluation.robustness import map_robustness, noisy_copies
+from chexplain.runtime.manifest import CHEXPERT_CLASSES, Manifest, Preprocessing
 
 from helpers import IMAGES, SIIM
 from tensorrt_operators import check_tensorrt_parsable

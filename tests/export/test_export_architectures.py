@@ -19,8 +19,8 @@ from chexplain.export.precision import convert_precision
 from chexplain.grammar import DEFAULT_LRP_COMPOSITE
 from chexplain.models.architectures import default_layer
 from chexplain.models.checkpoints import save_checkpoint
-from chexplain.models.manifest import Manifest, Preprocessing, Weights
 from chexplain.runtime import OnnxRuntimeBackend
+from chexplain.runtime.manifest import Manifest, Preprocessing, Weights
 
 from calibrated import calibrated
 from helpers import IMAGES, SIIM
@@ -51,8 +51,8 @@ def test_the_graph_equals_pytorch_and_records_its_architecture(exported):
     assert report["onnx"]["outputs"] == ["probabilities", "logits", "targets", "gradcam", "lrp"]
     backend = OnnxRuntimeBackend(report["onnx"]["path"])
     assert backend.manifest.architecture == architecture
-    methods = backend.manifest.explanations["methods"]
-    assert methods[0]["layer"] == default_layer(architecture) and methods[1]["composite"] == DEFAULT_LRP_COMPOSITE
+    methods = backend.manifest.explanations.methods
+    assert methods[0].layer == default_layer(architecture) and methods[1].composite == DEFAULT_LRP_COMPOSITE
     lrp = report["parity"]["outputs"]["lrp"]
     assert lrp["scale"] > 0  # maps that are not all zero
 

@@ -10,14 +10,15 @@ import onnx
 import pytest
 import torch
 
+from chexplain.errors import ConfigError
 from chexplain.explain import LRP, Explainer, GradCAM
 from chexplain.export.explained import build_methods, input_bounds
 from chexplain.export.precision import convert_precision
 from chexplain.grammar import DEFAULT_LRP_COMPOSITE, parse_classes
-from chexplain.models.manifest import CHEXPERT_CLASSES
 from chexplain.models.zoo import load_model
 from chexplain.runtime import OnnxRuntimeBackend, preprocess, read_radiograph
 from chexplain.runtime.evaluation.fidelity import agreement
+from chexplain.runtime.manifest import CHEXPERT_CLASSES
 
 from helpers import IMAGES, RG1_J2K_MONOCHROME1
 from tensorrt_operators import check_tensorrt_parsable
@@ -40,9 +41,12 @@ def test_report_and_manifest_describe_the_explanations(default_onnx: Path):
     assert report["onnx"]["outputs"] == ["probabilities", "logits", "targets", "gradcam", "lrp"]
     assert report["parity"]["passed"], report["parity"]["outputs"]
     settings = OnnxRuntimeBackend(default_onnx).manifest.explanations
-    assert settings["classes"] == "topk:3" and not settings["targets_input"]
-    assert [m["output"] for m in settings["methods"]] == ["gradcam", "lrp"]
-    assert settings["methods"][1]["composite"] == DEFAULT_LRP_COMPOSITE and settings["methods"][1]["epsilon"] == 1.0
+    assert settings.classes.spec == "topk:3" and settings.class_count() == 3 and not settings.targets_input
+    assert [m.output for m in settings.methods] == ["gradcam", "lrp"]
+    assert settings.methods[1].composite == DEFAULT_LRP_COMPOSITE and settings.methods[1].epsilon == 1.0
+    assert [m.label for m in settings.methods] == ["gradcam", f"lrp:{DEFAULT_LRP_COMPOSITE}"]
+    stored = report["manifest"]["explanations"]  # the JSON keeps the classes as their --classes spec
+    assert stored["classes"] == "topk:3" and stored["methods"][1]["composite"] == DEFAULT_LRP_COMPOSITE
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +82,13 @@ def test_method_and_class_specs():
     methods = build_methods("gradcam,hirescam,lrp,lrp:deep-taylor", bounds=bounds)
     assert [m.key for m in methods] == ["gradcam/gradcam", "gradcam/hirescam", "lrp/epsilon", "lrp/deep-taylor"]
     assert build_methods("none") == []
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ConfigError, match="unknown method"):
         build_methods("saliency")
     assert parse_classes("topk:3", CHEXPERT_CLASSES).k == 3
     assert parse_classes("Edema,Cardiomegaly", CHEXPERT_CLASSES).fixed == (5, 2)
     assert parse_classes("all", CHEXPERT_CLASSES).k == 14
     for bad in ("topk:0", "topk:15", "Hernia"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             parse_classes(bad, CHEXPERT_CLASSES)
     np.testing.assert_allclose(bounds[0][0], -0.485 / 0.229)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from chexplain.export.metadata import write_manifest
 from chexplain.export.parity import check_parity
-from chexplain.models.manifest import Manifest
+from chexplain.runtime.manifest import Manifest
 
 from helpers import IMAGES
 

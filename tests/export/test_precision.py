@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from chexplain.errors import ConfigError
 from chexplain.export.metadata import read_manifest
 from chexplain.export.parity import judge_reduced, load_inputs
 from chexplain.export.precision import (
@@ -152,9 +153,9 @@ def test_fp32_plan_is_a_copy_and_a_classifier_is_all_forward(classifier_onnx: Pa
 
 
 def test_conversion_refuses_what_it_cannot_do(graphs: dict[str, Path], tmp_path: Path, default_onnx: Path):
-    with pytest.raises(ValueError, match="already mixed"):
+    with pytest.raises(ConfigError, match="already mixed"):
         write_precision(graphs["mixed"], tmp_path / "again.onnx", "fp16")
-    with pytest.raises(ValueError, match="unknown precision"):
+    with pytest.raises(ConfigError, match="unknown precision"):
         convert_precision(onnx.load(str(default_onnx), load_external_data=False), "int8")
 
 

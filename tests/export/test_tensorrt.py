@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 
 from chexplain.cli import main
+from chexplain.errors import ConfigError, EngineError
 from chexplain.export.tensorrt_build import (
     BatchRange,
     EngineBuildError,
@@ -25,8 +26,7 @@ from chexplain.export.tensorrt_build import (
     profile_shapes,
 )
 from chexplain.export.triton import add_engine_model, add_onnx_model
-from chexplain.grammar import DEFAULT_LRP_COMPOSITE
-from chexplain.models.manifest import Manifest
+from chexplain.grammar import DEFAULT_LRP_COMPOSITE, ClassSelection
 from chexplain.runtime.backends import open_backend
 from chexplain.runtime.backends.compatibility import jetpack_of, l4t_release, stack_problems
 from chexplain.runtime.backends.cuda import CapturedGraphs
@@ -40,6 +40,7 @@ from chexplain.runtime.backends.sidecars import (
     sidecar_path,
     write_sidecar,
 )
+from chexplain.runtime.manifest import ExplanationSettings, Manifest, MethodEntry
 
 from helpers import IMAGES, ROOT
 
@@ -100,9 +101,9 @@ def test_dla_cores_are_checked():
 
 def test_reduced_precision_warns_for_composites_that_do_not_keep():
     def manifest(*composites: str, cam: str = "gradcam") -> Manifest:
-        methods = [{"output": cam, "family": "gradcam", "variant": cam}]
-        methods += [{"output": f"lrp_{c}", "family": "lrp", "composite": c} for c in composites]
-        return Manifest(name="m", explanations={"methods": methods})
+        methods = [MethodEntry(cam, "gradcam", variant=cam, layer="features.norm5")]
+        methods += [MethodEntry(f"lrp_{c}", "lrp", composite=c) for c in composites]
+        return Manifest(name="m", explanations=ExplanationSettings(tuple(methods), ClassSelection("topk", 3)))
 
     assert precision_caveat(manifest(DEFAULT_LRP_COMPOSITE), "mixed") is None
     assert precision_caveat(manifest("epsilon"), "fp32") is None
@@ -116,7 +117,7 @@ def test_reduced_precision_warns_for_composites_that_do_not_keep():
 def test_batch_ranges_and_profiles():
     assert BatchRange.parse("1:4:8") == BatchRange(1, 4, 8) and str(BatchRange.parse("4")) == "4:4:4"
     for bad in ("0:1:8", "8:4:1", "1:2", "a:b:c"):
-        with pytest.raises(ValueError, match="MIN"):
+        with pytest.raises(ConfigError, match="MIN"):
             BatchRange.parse(bad)
     batch = BatchRange(1, 2, 8)
     assert profile_shapes((-1, 3, 224, 224), batch, 14) == ((1, 3, 224, 224), (2, 3, 224, 224), (8, 3, 224, 224))
@@ -190,7 +191,7 @@ def test_auto_falls_back_to_onnxruntime_and_says_why(model_with_engine: Path):
     backend = open_backend(str(model_with_engine), "auto", notify=notes.append)
     assert backend.name == "onnxruntime"
     assert len(notes) == 1 and "TensorRT engine not used" in notes[0] and NO_TENSORRT in notes[0]
-    with pytest.raises(ValueError, match=NO_TENSORRT):
+    with pytest.raises(EngineError, match=NO_TENSORRT):
         open_backend(str(model_with_engine), "tensorrt")
     assert open_backend(str(model_with_engine), "onnxruntime", notify=notes.append).name == "onnxruntime"
     assert len(notes) == 1

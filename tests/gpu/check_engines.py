@@ -94,7 +94,7 @@ def main() -> int:
         probabilities = reference_backend.run(x, targets=np.zeros((len(x), 0), np.int64))["probabilities"]
         feeds["targets"] = np.argsort(-probabilities, axis=1)[:, :3].astype(np.int64)
     reference = reference_backend.run(x, **feeds)
-    maps = [m["output"] for m in (reference_backend.manifest.explanations or {}).get("methods", [])]
+    maps = [m.output for m in reference_backend.manifest.explanations.methods]
     precisions = ["fp32", "mixed"]
     if fp16_fragile_methods(reference_backend.manifest):
         precisions.append("fp16")

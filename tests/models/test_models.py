@@ -10,9 +10,11 @@ import torch
 import torchvision
 from torch import nn
 
-from chexplain.models import CHEXPERT_CLASSES, DenseNet, Manifest, build_densenet, load_checkpoint, save_checkpoint
-from chexplain.models.checkpoints import XRV_SLOTS, CheckpointError
+from chexplain.errors import CheckpointError, ConfigError
+from chexplain.models import DenseNet, build_densenet, load_checkpoint, save_checkpoint
+from chexplain.models.checkpoints import XRV_SLOTS
 from chexplain.models.zoo import seeded_model
+from chexplain.runtime.manifest import CHEXPERT_CLASSES, Manifest
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +165,7 @@ def test_a_seeded_vit_gets_a_head_that_tells_classes_apart(tmp_path: Path):
 def test_manifest_json_round_trip():
     manifest = seeded_model()[1]
     assert Manifest.from_json(manifest.to_json()) == manifest
-    with pytest.raises(ValueError, match="unknown classes"):
+    with pytest.raises(ConfigError, match="unknown classes"):
         Manifest(name="x", thresholds={"Hernia": 0.3})
 
 

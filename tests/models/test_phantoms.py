@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.models.manifest import CHEXPERT_CLASSES, slug
+from chexplain.errors import ConfigError
 from chexplain.models.phantoms import CSV_COLUMNS, OPACITY_KINDS, PREVALENCE, PhantomGenerator, write_dataset
+from chexplain.runtime.manifest import CHEXPERT_CLASSES, slug
 
 SIZE = 192
 # Findings that add density show brighter inside their mask; the others darker.
@@ -61,7 +62,7 @@ def test_labels_follow_the_findings():
     assert only_devices.labels["No Finding"] == 1.0 and only_devices.labels["Support Devices"] == 1.0
     pneumonia = generator.make(0, findings=["Pneumonia"])
     assert pneumonia.labels["Lung Opacity"] == 1.0 and np.array_equal(pneumonia.masks["Pneumonia"], pneumonia.masks["Lung Opacity"])
-    with pytest.raises(ValueError, match="not a phantom finding"):
+    with pytest.raises(ConfigError, match="not a phantom finding"):
         generator.make(0, findings=["Dragon"])
 
 

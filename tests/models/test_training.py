@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from chexplain.cli import main
 from chexplain.models.checkpoints import load_checkpoint
-from chexplain.models.metrics import auroc, youden_threshold
 from chexplain.models.training import TrainConfig, eta_text, masked_bce, random_affine, train
+from chexplain.runtime.evaluation.metrics import auroc, youden_threshold
 
 
 def _pairwise_auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.grammar import DEFAULT_EXPLAIN, DEFAULT_LRP_COMPOSITE, class_count, parse_list
+from chexplain.grammar import DEFAULT_EXPLAIN, DEFAULT_LRP_COMPOSITE, parse_list
 from chexplain.runtime.bench.cases import Case, interleaved
 from chexplain.runtime.bench.timing import HIGH_VARIATION, median, percentile, summarize, time_calls
 from chexplain.runtime.evaluation.fidelity import fidelity
@@ -77,8 +77,6 @@ def test_cases_and_lists():
     assert parse_list("1, 4,8", int) == [1, 4, 8]
     with pytest.raises(ValueError):
         parse_list(" , ")
-    assert class_count("topk:3", 14) == 3 and class_count("all", 14) == 14
-    assert class_count("Cardiomegaly,Edema", 14) == 2
     assert Case("onnxruntime", "fp32", "none", 0, 1).label == "onnxruntime fp32 | forward only | batch 1"
     assert "lrp:epsilon, 3 classes | batch 4" in Case("tensorrt", "mixed", "lrp:epsilon", 3, 4).label
 

@@ -11,13 +11,13 @@ import torch
 from click.testing import CliRunner
 
 from chexplain.cli import main
-from chexplain.models.chexpert_csv import read_labels
-from chexplain.models.manifest import CHEXPERT_CLASSES, Manifest
-from chexplain.models.metrics import auroc
 from chexplain.models.zoo import seeded_model
+from chexplain.runtime.evaluation.chexpert_csv import read_labels
+from chexplain.runtime.evaluation.metrics import auroc
 from chexplain.runtime.evaluation.scoring import ABSENT, METRICS, EvalCase, box_cases, classification, phantom_cases
 from chexplain.runtime.inputs.preprocess import preprocess
 from chexplain.runtime.inputs.reader import read_radiograph
+from chexplain.runtime.manifest import CHEXPERT_CLASSES, Manifest
 
 from helpers import IMAGES
 

@@ -14,7 +14,7 @@ from dicom_bombs import deflated_file, header
 from pydicom.encaps import encapsulate
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
-from chexplain.runtime.errors import InputError
+from chexplain.errors import InputError
 from chexplain.runtime.inputs.dicom import read_dicom
 from chexplain.runtime.inputs.dicom_bounds import codestream_size
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chexplain.models.manifest import Preprocessing
+from chexplain.errors import ConfigError
 from chexplain.runtime.inputs.preprocess import input_box, preprocess
+from chexplain.runtime.manifest import Preprocessing
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,7 @@ def test_pad_keeps_the_whole_image_and_fills_with_black():
 
 
 def test_manifest_rejects_bad_preprocessing():
-    with pytest.raises(ValueError, match="crop"):
+    with pytest.raises(ConfigError, match="crop"):
         Preprocessing(crop="zoom")
-    with pytest.raises(ValueError, match="one value per input channel"):
+    with pytest.raises(ConfigError, match="one value per input channel"):
         Preprocessing(channels=1)

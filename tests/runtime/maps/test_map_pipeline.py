@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 
-from chexplain.models.manifest import CHEXPERT_CLASSES
+from chexplain.errors import ConfigError
+from chexplain.grammar import ClassSelection
 from chexplain.runtime.inputs.preprocess import Geometry
+from chexplain.runtime.manifest import CHEXPERT_CLASSES, ExplanationSettings, MethodEntry
 from chexplain.runtime.maps.methods import GraphMethod, choose_classes, graph_methods, select_methods
 from chexplain.runtime.maps.render import class_maps, explained_targets
 
-TOPK = {"methods": [{"family": "gradcam", "variant": "gradcam", "output": "gradcam"},
-                    {"family": "lrp", "composite": "epsilon", "output": "lrp"}], "classes": "topk:3"}
-TARGETS = {**TOPK, "classes": "input", "targets_input": True, "exposed_layer": "features.norm5"}
+METHODS = (MethodEntry("gradcam", "gradcam", variant="gradcam", layer="features.norm5"),
+           MethodEntry("lrp", "lrp", composite="epsilon"))
+TOPK = ExplanationSettings(METHODS, ClassSelection("topk", 3))
+TARGETS = replace(TOPK, classes=ClassSelection("input"), exposed_layer="features.norm5")
 
 
 def test_methods_of_a_graph_and_the_variants_its_gradients_allow():
@@ -23,9 +28,9 @@ def test_methods_of_a_graph_and_the_variants_its_gradients_allow():
     assert [m.label for m in select_methods(exposed, [])] == ["gradcam", "lrp:epsilon"]
     assert len(select_methods(exposed, ["all"])) == 6
     assert select_methods(exposed, ["lrp"])[0].signed
-    with pytest.raises(ValueError, match="not in the exported graph"):
+    with pytest.raises(ConfigError, match="not in the exported graph"):
         select_methods(graph_methods(TOPK), ["lrp:alpha2beta1"])
-    with pytest.raises(ValueError, match="no explanations"):
+    with pytest.raises(ConfigError, match="no explanations"):
         select_methods([], [])
 
 
@@ -33,14 +38,14 @@ def test_classes_against_a_top_k_graph_and_a_targets_graph():
     assert choose_classes(TOPK, None, CHEXPERT_CLASSES).keep is None
     assert choose_classes(TOPK, "topk:2", CHEXPERT_CLASSES).keep == 2
     for bad in ("topk:4", "all", "Edema"):
-        with pytest.raises(ValueError, match="re-export"):
+        with pytest.raises(ConfigError, match="re-export"):
             choose_classes(TOPK, bad, CHEXPERT_CLASSES)
     everything = choose_classes(TARGETS, None, CHEXPERT_CLASSES)
     assert everything.targets.tolist() == [list(range(14))] and everything.keep is None
     named = choose_classes(TARGETS, "Edema,Cardiomegaly", CHEXPERT_CLASSES)
     assert named.inputs["targets"].tolist() == [[5, 2]]
     for bad in ("topk:2", "Hernia"):
-        with pytest.raises(ValueError, match="takes all or class names"):
+        with pytest.raises(ConfigError, match="takes all or class names"):
             choose_classes(TARGETS, bad, CHEXPERT_CLASSES)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from chexplain.models.manifest import CHEXPERT_CLASSES
+from chexplain.runtime.manifest import CHEXPERT_CLASSES
 from chexplain.runtime.node.measurement_report import (
     COMPREHENSIVE_3D_SR_STORAGE,
     FINDING_CODES,

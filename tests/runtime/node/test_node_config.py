@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from chexplain.runtime.errors import InputError
-from chexplain.runtime.node.config import Caller, ConfigError, Destination, NodeConfig, load_config, with_overrides
+from chexplain.errors import ConfigError, InputError
+from chexplain.runtime.node.config import Caller, Destination, NodeConfig, load_config, with_overrides
 from chexplain.runtime.node.events import EventLog, Metrics, uid_hash
 from chexplain.runtime.node.forwarder import Outbox
 from chexplain.runtime.node.spool import Spool

@@ -19,7 +19,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from chexplain.runtime.node.config import ConfigError, Destination, WebDestination, load_config, parse_destination
+from chexplain.errors import ConfigError
+from chexplain.runtime.node.config import Destination, WebDestination, load_config, parse_destination
 from chexplain.runtime.node.events import EventLog
 from chexplain.runtime.node.forwarder import Answer, Forwarder, Unreachable, destination_key
 from chexplain.runtime.node.spool import Spool

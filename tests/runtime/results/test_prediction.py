@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chexplain.models.manifest import Manifest
 from chexplain.runtime import Backend, Predictor
+from chexplain.runtime.manifest import Manifest
 
 from helpers import IMAGES
 

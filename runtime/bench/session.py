@@ -1,7 +1,9 @@
 """`chexplain bench` end to end: which graphs and engines, which cases, fidelity, references.
 
-The timing itself is ``runtime/bench/`` (no torch). PyTorch is imported only to export the
-bench graphs of ``--model``, for the fidelity reference, and for ``--compare-reference``.
+Nothing here imports torch: what needs it (exporting the bench graphs of ``--model``, the FP32
+PyTorch reference of the fidelity column, the eager references of ``--compare-reference``) and
+building TensorRT engines come from the layers above as ``BenchTools`` (the command lends
+them; export/bench_graphs.py, export/tensorrt_build.py).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .grammar import class_count
-from .optional import hint
-from .runtime.backends import Backend, OnnxRuntimeBackend, artifacts_dir, open_backend
-from .runtime.backends.sidecars import engines_beside
-from .runtime.bench.cases import (
+from ...errors import MissingDependency
+from ...optional import hint
+from ..backends import Backend, OnnxRuntimeBackend, artifacts_dir, open_backend
+from ..backends.sidecars import engines_beside
+from ..backends.tensorrt_runner import TensorRTBackend
+from ..evaluation.fidelity import fidelity
+from ..maps.methods import graph_methods
+from .cases import (
     BENCH_SCHEMA,
     Case,
     CaseResult,
@@ -29,15 +34,34 @@ from .runtime.bench.cases import (
     interleaved,
     prepare,
 )
-from .runtime.bench.machine import machine
-from .runtime.bench.memory import session_memory_mb
-from .runtime.bench.timing import summarize
-from .runtime.evaluation.fidelity import fidelity
-from .runtime.maps.methods import graph_methods
+from .machine import machine
+from .memory import session_memory_mb
+from .timing import summarize
 
 REFERENCE_ROUNDS = 3
 REFERENCE_BLOCK_S = 1.0
 FORWARD = "eager PyTorch forward"
+
+
+# (model, method, precision, folder, log) -> the bench graph's path
+GraphMaker = Callable[[str, str, str, Path, Callable[[str], None]], Path]
+# (graph, precision, log) -> the engine's path
+EngineBuilder = Callable[[Path, str, Callable[[str], None]], Path]
+
+
+@dataclass(frozen=True)
+class BenchTools:
+    """What the bench borrows from the layers above the runtime. The PyTorch side (None without
+    torch; ``unavailable`` says why): ``bench_graph`` exports a model's graph per method and
+    precision, ``reference_outputs(model, method, images, targets)`` are the FP32 PyTorch
+    explainer's outputs, ``reference_timers(model, method, classes, image, threads)`` the eager
+    references by name. ``build_engine`` builds a TensorRT engine from a graph."""
+
+    bench_graph: GraphMaker | None = None
+    reference_outputs: Callable[..., dict[str, np.ndarray]] | None = None
+    reference_timers: Callable[..., dict[str, Callable[[], object]]] | None = None
+    build_engine: EngineBuilder | None = None
+    unavailable: str = ""
 
 
 @dataclass
@@ -57,6 +81,7 @@ class Settings:
     threads: int | None
     fidelity: bool = True
     compare_reference: bool = False
+    tools: BenchTools = field(default_factory=BenchTools)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -73,14 +98,11 @@ class Source:
 def graph_classes(backend: Backend, wanted: Sequence[int]) -> list[int]:
     """The K values a graph can time: any with a targets input, else the K it was exported with."""
     settings = backend.manifest.explanations
-    if not settings.get("methods"):
+    if not settings.methods:
         return [0]
-    if settings.get("targets_input"):
+    if settings.targets_input:
         return list(wanted)
-    spec = settings.get("classes", "")
-    if spec == "fixed":
-        return [len(settings.get("fixed_classes", []))]
-    return [class_count(spec, len(backend.manifest.classes))]
+    return [settings.class_count()]
 
 
 def method_of(backend: Backend) -> str:
@@ -92,14 +114,13 @@ def _open(graph: Path, kind: str, precision: str, settings: Settings, log: Calla
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(graph, threads=settings.threads)
     if kind == "tensorrt":
-        from .runtime.backends.tensorrt_runner import TensorRTBackend
-
         engines = [e for e in engines_beside(graph.parent) if e.precision == precision]
         if engines:
             return TensorRTBackend(engines[0].path)
-        from .export.tensorrt_build import build_engine
-
-        return TensorRTBackend(build_engine(graph, precision, log=log).path)
+        if settings.tools.build_engine is None:
+            raise MissingDependency(f"no {precision} engine beside {graph}, and building one needs the export side: "
+                                    f"pip install 'chexplain[tensorrt]'")
+        return TensorRTBackend(settings.tools.build_engine(graph, precision, log))
     return open_backend(str(graph), "auto", threads=settings.threads, notify=settings.warnings.append)
 
 
@@ -120,11 +141,10 @@ def open_sources(settings: Settings, log: Callable[[str], None]) -> list[Source]
             settings.warnings.append(f"--precision does not convert --onnx {settings.onnx} for ONNX Runtime: it runs "
                                      f"as exported; export with --precision for another plan")
         return sources
-    try:
-        from .export.bench_graphs import bench_graph
-    except ImportError as error:
-        raise ValueError(f"bench --model exports its graphs and needs torch ({error}): {hint('torch')}; "
-                         f"or time an exported graph with --onnx / --engine") from None
+    bench_graph = settings.tools.bench_graph
+    if bench_graph is None:
+        raise MissingDependency(f"bench --model exports its graphs and needs torch ({settings.tools.unavailable}): "
+                                f"{hint('torch')}; or time an exported graph with --onnx / --engine")
     root = artifacts_dir() / "bench"
     methods = settings.methods if "none" in settings.methods else ["none", *settings.methods]
     sources = []
@@ -146,13 +166,16 @@ def _reference(settings: Settings, model: str, method: str, images: np.ndarray, 
                cache: dict[tuple, dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
     key = (model, method, images.shape[0], None if targets is None else targets.tobytes())
     if key not in cache:
+        cache[key] = None
+        reference_outputs = settings.tools.reference_outputs
+        if reference_outputs is None:
+            settings.warnings.append(f"fidelity of {method} not measured: no FP32 PyTorch reference "
+                                     f"({settings.tools.unavailable}): {hint('torch')}")
+            return None
         try:
-            from .export.bench_graphs import reference_outputs
-
             cache[key] = reference_outputs(model, method, images, targets)
-        except Exception as error:  # no torch, or a model the zoo cannot load: time anyway, say so
+        except Exception as error:  # a model the zoo cannot load, a method PyTorch refuses: time anyway, say so
             settings.warnings.append(f"fidelity of {method} not measured: no FP32 PyTorch reference ({error})")
-            cache[key] = None
     return cache[key]
 
 
@@ -241,8 +264,10 @@ def compare_references(settings: Settings, sources: Sequence[Source], cases: Seq
                        prepared: Sequence[Prepared], log: Callable[[str], None]) -> tuple[list[list[str]], list[dict[str, Any]]]:
     """Time chexplain and the eager references in one process, interleaved block by block, at
     batch 1 on the first backend; ratios of medians."""
-    from .export.bench_graphs import reference_timers
-
+    reference_timers = settings.tools.reference_timers
+    if reference_timers is None:
+        raise MissingDependency(f"--compare-reference times PyTorch, pytorch-grad-cam and Zennit and needs torch "
+                                f"({settings.tools.unavailable}): {hint('torch')}")
     first = sources[0]
     mine = {(s.method, s.kind, s.precision): s for s in sources}
     forward = mine.get(("none", first.kind, first.precision))

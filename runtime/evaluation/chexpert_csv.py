@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .manifest import CHEXPERT_CLASSES
+from ...errors import ConfigError, InputError
+from ..manifest import CHEXPERT_CLASSES
 
 UNCERTAINTY_POLICIES = ("u-ones", "u-zeros", "u-ignore")
 REQUIRED_COLUMNS = ("Path", "Frontal/Lateral")
@@ -44,9 +45,9 @@ def _value(text: str, where: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{where}: label {text!r} is not 1, 0, -1 or blank") from None
+        raise InputError(where, f"label {text!r} is not 1, 0, -1 or blank") from None
     if value not in (1.0, 0.0, -1.0):
-        raise ValueError(f"{where}: label {text!r} is not 1, 0, -1 or blank")
+        raise InputError(where, f"label {text!r} is not 1, 0, -1 or blank")
     return value
 
 
@@ -55,13 +56,13 @@ def read_labels(csv_path: str | Path, root: str | Path, policy: str = "u-ones", 
     """Read a CheXpert-format CSV; paths are resolved against ``root`` (the folder that holds
     what the CSV's paths start with)."""
     if policy not in UNCERTAINTY_POLICIES:
-        raise ValueError(f"unknown uncertainty policy {policy!r}; choose from {', '.join(UNCERTAINTY_POLICIES)}")
+        raise ConfigError(f"unknown uncertainty policy {policy!r}; choose from {', '.join(UNCERTAINTY_POLICIES)}")
     csv_path, root = Path(csv_path), Path(root)
     with csv_path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in (*REQUIRED_COLUMNS, *classes) if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{csv_path}: missing columns {', '.join(missing)}")
+            raise InputError(csv_path, f"missing columns {', '.join(missing)}")
         paths, labels, known = [], [], []
         for line, row in enumerate(reader, start=2):
             if frontal_only and row["Frontal/Lateral"].strip().lower() != "frontal":

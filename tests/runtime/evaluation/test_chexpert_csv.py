@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chexplain.models.chexpert_csv import read_labels
-from chexplain.models.manifest import CHEXPERT_CLASSES
+from chexplain.errors import ConfigError, InputError
+from chexplain.runtime.evaluation.chexpert_csv import read_labels
+from chexplain.runtime.manifest import CHEXPERT_CLASSES
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_CLASSES)
 # No Finding blank, then Enlarged Cardiomediastinum 1.0, Cardiomegaly -1.0, Lung Opacity 0.0, the rest blank.
@@ -50,13 +51,13 @@ def test_lateral_views_when_asked_and_positive_counts(table_csv: Path):
 def test_bad_csvs_are_refused_with_the_place(tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + "\n" + ROWS[0].replace("-1.0", "2.0") + "\n")
-    with pytest.raises(ValueError, match=r"bad.csv:2 Cardiomegaly: label '2.0'"):
+    with pytest.raises(InputError, match=r"bad.csv:2 Cardiomegaly: label '2.0'"):
         read_labels(bad, tmp_path)
     short = tmp_path / "short.csv"
     short.write_text("Path,Frontal/Lateral,Cardiomegaly\nx.png,Frontal,1\n")
-    with pytest.raises(ValueError, match="missing columns No Finding"):
+    with pytest.raises(InputError, match="missing columns No Finding"):
         read_labels(short, tmp_path)
-    with pytest.raises(ValueError, match="unknown uncertainty policy"):
+    with pytest.raises(ConfigError, match="unknown uncertainty policy"):
         read_labels(bad, tmp_path, policy="u-maybe")
 
 
