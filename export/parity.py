@@ -10,6 +10,11 @@ Reduced-precision graphs (``fp16``, ``mixed``) are held to the precision plan's 
 probabilities within 1e-2 and every heatmap at Pearson >= 0.99 with the FP32 reference,
 map by map, where both chose the same class (classes whose probabilities tie at FP16
 resolution may swap places in a top-k; how often the targets agree is reported).
+
+Ties: where a top-k graph chose between classes whose logits are equal (within
+``TIE_TOLERANCE``; every class of an untrained head, whose logits are all 0), either order is
+right, so the targets and the maps of those ranks are not compared; the report counts them
+and says when every logit of every radiograph is equal (an untrained head).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ FP32_TOLERANCE = 1e-5
 MAP_TOLERANCE = 1e-4  # of the map's scale
 LRP_MIN_PEARSON = 0.9995
 LRP_MAX_RELATIVE_L2 = 5e-2
+TIE_TOLERANCE = 1e-5  # logits closer than this are a tie: float32 rounding may order them either way
+# Outputs without a class axis: compared whole.
+CLASS_FREE_OUTPUTS = ("probabilities", "logits", "target_activations")
 
 
 def load_inputs(images: Sequence[Path], manifest: Manifest) -> tuple[np.ndarray, list[str]]:
@@ -83,6 +91,22 @@ def example_targets(count: int, num_classes: int) -> np.ndarray:
     return np.stack([(np.arange(3) * 5 + i) % num_classes for i in range(count)]).astype(np.int64)
 
 
+def decided_ranks(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[B, K]: whether each rank of a top-k choice is decided by the logits: no other class has
+    a logit within TIE_TOLERANCE of the chosen one's (else the two may take either rank, or
+    either may be chosen)."""
+    chosen = np.take_along_axis(logits, targets, axis=1)  # [B, K]
+    near = np.abs(logits[:, None, :] - chosen[:, :, None]) <= TIE_TOLERANCE  # [B, K, N]
+    return near.sum(axis=2) == 1  # the chosen class itself only
+
+
+def _compared(name: str, reference: np.ndarray, candidate: np.ndarray, decided: np.ndarray | None) -> dict[str, float]:
+    """``agreement`` over the decided ranks of a per-class output (all of any other)."""
+    if decided is None or name in CLASS_FREE_OUTPUTS:
+        return agreement(reference, candidate)
+    return agreement(reference[decided], candidate[decided])
+
+
 def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images: Sequence[Path],
                  threads: int | None = None) -> dict[str, Any]:
     """ONNX Runtime (CPU) vs PyTorch in FP32, image by image and as one batch."""
@@ -97,9 +121,14 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
     runs = [backend.run(inputs, **feeds_all)]  # the batch, then each image alone
     runs += [backend.run(inputs[i:i + 1], **{k: v[i:i + 1] for k, v in feeds_all.items()}) for i in range(len(names))]
     reduced = manifest.precision != "fp32"
+    logits = reference_by_name["logits"]
+    top_k = getattr(getattr(module, "selection", None), "mode", None) == "topk"
+    decided = decided_ranks(logits, reference_by_name["targets"]) if top_k else None
     outputs: dict[str, Any] = {}
     for name, ref in reference_by_name.items():
-        per_run = [agreement(ref, runs[0][name])] + [agreement(ref[i:i + 1], run[name]) for i, run in enumerate(runs[1:])]
+        per_run = [_compared(name, ref, runs[0][name], decided)]
+        per_run += [_compared(name, ref[i:i + 1], run[name], None if decided is None else decided[i:i + 1])
+                    for i, run in enumerate(runs[1:])]
         worst = {
             "max_abs_diff": max(m["max_abs_diff"] for m in per_run),
             "scale": max(m["scale"] for m in per_run),
@@ -125,6 +154,8 @@ def check_parity(module: nn.Module, onnx_path: Path, manifest: Manifest, images:
         "batch_of": len(names),
         "outputs": outputs,
         "max_abs_diff_probabilities": outputs["probabilities"]["max_abs_diff"],
+        "tied_ranks": 0 if decided is None else int((~decided).sum()),
+        "untrained_head": bool(np.all(np.ptp(logits, axis=1) <= TIE_TOLERANCE)),
         "passed": all(o["passed"] for o in outputs.values()),
         "failed": [name for name, o in outputs.items() if not o["passed"]],
         "reference_overflow": [name for name, o in outputs.items() if o["reference_overflow"]],

@@ -85,6 +85,9 @@ def export_model(
     log(f"  parity ONNX Runtime ({precision}) vs PyTorch (fp32) on {parity['batch_of']} radiographs:")
     for name, result in parity["outputs"].items():
         log(f"    {name:<22} {_parity_line(result)}")
+    if parity["tied_ranks"]:
+        log(f"    {parity['tied_ranks']} ranks chose between classes whose logits tie (either order is right): "
+            f"their targets and maps are not compared")
     graph = onnx.load(str(onnx_path), load_external_data=False)
     report = {
         "model": manifest.name,

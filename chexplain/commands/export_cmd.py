@@ -98,6 +98,10 @@ def export(model, out_root, image_dir, opset, kind, arch, source_classes, xrv_we
         folder = add_onnx_model(triton_dir, Path(report["onnx"]["path"]), report["model"])
         console.info(f"  Triton model {folder} (build the TensorRT model on the server: "
                      f"chexplain build-engine ... --triton {triton_dir})")
+    if report["parity"]["untrained_head"]:
+        console.warning("every logit is equal on the parity radiographs: the classifier's head looks untrained, so "
+                        "its probabilities say nothing and its maps are empty; train it (chexplain train) or export "
+                        "a trained checkpoint")
     _judge_parity(report["parity"], precision, strict=parity == PARITY_MODES[0])
 
 
