@@ -10,7 +10,6 @@ out["probabilities"], out["logits"], out["gradcam"] [B, K, h, w], out["lrp"] [B,
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +25,7 @@ from .composites import Composite, make_composite
 from .core import DEFAULT_STABILIZER, STRUCTURAL_KINDS, Rule, times
 from .gradients import gradient_rule
 from .graph import OpNode, consumers, first_layer, run_forward, trace
+from .layouts import FEATURE_MAPS, as_feature_map, follow_layouts
 
 # What reaches a node on the way back: a [B, K, ...] tensor and a class-independent factor it is
 # still to be multiplied by (None: 1), see core.Factored.
@@ -89,19 +89,6 @@ class LRP:
         return make_composite(self.composite, self.epsilon, self.stabilizer, self.gamma, bounds)
 
 
-def token_grid(activations: torch.Tensor, gradients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A transformer layer's tokens [B, N, C] (gradients [B, K, N, C]) as a feature map [B, C, s, s]
-    ([B, K, C, s, s]): the leading tokens beyond the largest square (a class token, a distillation
-    token) dropped, the rest laid on their patch grid, as pytorch-grad-cam's reshape_transform
-    does; feature maps pass unchanged."""
-    if activations.dim() != 3:
-        return activations, gradients
-    side = math.isqrt(activations.shape[1])
-    prefix = activations.shape[1] - side * side
-    return (activations[:, prefix:].transpose(1, 2).unflatten(2, (side, side)),
-            gradients[:, :, prefix:].transpose(2, 3).unflatten(3, (side, side)))
-
-
 def _sanitise(name: str) -> str:
     return name.replace(".", "_")
 
@@ -144,6 +131,7 @@ class Explainer(nn.Module):
         if expose_gradients and not self.cam_layers:
             raise ConfigError("expose_gradients needs a GradCAM method (its layer is the one exposed)")
         self.exposed_layer = next(iter(self.cam_layers)) if expose_gradients else None
+        self._layouts: dict[str, str | None] | None = None  # each node's layout, followed on the first forward
         self.gradient_rules = nn.ModuleDict()  # built for what is asked: from the earliest CAM layer on
         if self.cam_layers:
             self._ensure_gradient_rules(min(self._position(op.name) for op in self.cam_layers.values()))
@@ -214,6 +202,18 @@ class Explainer(nn.Module):
             return env[readers[0].name]
         return env[op.name]
 
+    def feature_map(self, layer: str, env: dict, gradients: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A CAM layer's activations [B, C, h, w] and class gradients [B, K, C, h, w], channels
+        first whatever the layer's own layout (explain/layouts.py; followed once, on the first
+        forward, from its tensors' shapes)."""
+        if self._layouts is None:
+            self._layouts = follow_layouts(self.nodes, env)
+        op = self.cam_layers[layer]
+        layout = self._layouts.get(op.name)
+        working = () if layout in FEATURE_MAPS else [
+            o.target for o in self.nodes if o.module is not None and self._layouts.get(o.name) in FEATURE_MAPS]
+        return as_feature_map(self.activation_at(op, env), gradients[op.name], layout, layer, working)
+
     def reverse(self, rules: nn.ModuleDict, env: dict, seed: torch.Tensor, capture: set[str] | None = None) -> dict[str, torch.Tensor]:
         """Walk the nodes backwards from the logits; returns what arrived at ``capture`` (or the input)."""
         pending: dict[str, Pending] = {self._logits: (seed, None)}
@@ -273,13 +273,11 @@ class Explainer(nn.Module):
             gradients = self.reverse(self.gradient_rules, env, onehot, capture=layers)
             for method in self.methods:
                 if isinstance(method, GradCAM):
-                    op = self.cam_layers[method.layer]
                     out[self.output_keys[method.key]] = cam(method.variant,
-                                                            *token_grid(self.activation_at(op, env), gradients[op.name]))
+                                                            *self.feature_map(method.layer, env, gradients))
             if self.exposed_layer is not None:
-                op = self.cam_layers[self.exposed_layer]
-                out["target_activations"], out["target_gradients"] = token_grid(self.activation_at(op, env),
-                                                                                gradients[op.name])
+                out["target_activations"], out["target_gradients"] = self.feature_map(self.exposed_layer, env,
+                                                                                       gradients)
         for method in self.methods:
             if isinstance(method, LRP):
                 relevance = self.reverse(self.lrp_rules[_sanitise(method.name)], env, onehot * LRP_SEED_SCALE)[self._input]

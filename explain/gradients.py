@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import UnsupportedOperator
 from .attention import AttentionGradient, DotProductAttention, WindowAttention, check_attention
 from .core import ACTIVATIONS, Factored, FactoredRule, Pass, Rule, sum_to, with_class_axis
-from .graph import OpNode
+from .graph import OpNode, mean_dims, permute_dims
 from .linear_maps import linear_map
 
 
@@ -427,21 +427,6 @@ def _constant_flags(op: OpNode, nodes: dict[str, OpNode]) -> list[bool]:
     return [nodes[name].kind == "constant" for name in op.inputs]
 
 
-def _dims(op: OpNode) -> list[int]:
-    """permute's dimensions, as ``x.permute(0, 2, 3, 1)``, ``x.permute([0, 2, 3, 1])`` or ``dims=``."""
-    dims = op.fx_node.kwargs.get("dims", op.fx_node.args[1:])
-    if len(dims) == 1 and isinstance(dims[0], list | tuple):
-        dims = dims[0]
-    return [int(d) for d in dims]
-
-
-def _mean_dims(op: OpNode) -> list[int]:
-    dims = op.argument(1, "dim")
-    if dims is None:
-        raise UnsupportedOperator(f"a mean over every axis (node {op.name!r}) would average the batch")
-    return [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
-
-
 def layer_norm_rule(op: OpNode) -> LayerNormGradient:
     if op.module is not None:
         norm = op.module
@@ -481,7 +466,7 @@ def _attention_rule(op: OpNode, nodes: dict[str, OpNode]) -> AttentionGradient:
 
 
 def _mean_rule(op: OpNode, nodes: dict[str, OpNode]) -> MeanGradient:
-    return MeanGradient(_mean_dims(op), bool(op.argument(2, "keepdim", False)))
+    return MeanGradient(mean_dims(op), bool(op.argument(2, "keepdim", False)))
 
 
 # Operator kind -> the factory of its exact gradient rule (node, every node by name).
@@ -500,7 +485,7 @@ GRADIENT_RULES: dict[str, Callable[[OpNode, dict[str, OpNode]], Rule]] = {
     "add": lambda op, nodes: AddGradient(_constant_flags(op, nodes)),
     "mul": _mul_rule,
     "reshape": lambda op, nodes: ReshapeGradient(),
-    "permute": lambda op, nodes: PermuteGradient(_dims(op)),
+    "permute": lambda op, nodes: PermuteGradient(permute_dims(op)),
     "transpose": lambda op, nodes: TransposeGradient(int(op.argument(1, "dim0")), int(op.argument(2, "dim1"))),
     "mean": _mean_rule,
     "part": lambda op, nodes: split_rule(op, nodes[op.fx_node.args[0].name]),

@@ -142,6 +142,22 @@ class OpNode:
         return node.args[position] if len(node.args) > position else default
 
 
+def permute_dims(op: OpNode) -> list[int]:
+    """permute's dimensions, as ``x.permute(0, 2, 3, 1)``, ``x.permute([0, 2, 3, 1])`` or ``dims=``."""
+    dims = op.fx_node.kwargs.get("dims", op.fx_node.args[1:])
+    if len(dims) == 1 and isinstance(dims[0], list | tuple):
+        dims = dims[0]
+    return [int(d) for d in dims]
+
+
+def mean_dims(op: OpNode) -> list[int]:
+    """mean's reduced dimensions (a mean over every axis would average the batch: refused)."""
+    dims = op.argument(1, "dim")
+    if dims is None:
+        raise UnsupportedOperator(f"a mean over every axis (node {op.name!r}) would average the batch")
+    return [int(dims)] if isinstance(dims, int) else [int(d) for d in dims]
+
+
 def _function_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,11 +42,17 @@ def patch_grid(tensor: torch.Tensor) -> torch.Tensor:
     return tensor[:, tensor.shape[1] - side * side:].reshape(tensor.shape[0], side, side, -1).permute(0, 3, 1, 2)
 
 
-def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor,
-                     classes: Sequence[int]) -> np.ndarray:
-    """pytorch-grad-cam's maps [B, K, H, W] for each class, one call per class (min-max scaled as it returns them)."""
+def channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's ``reshape_transform`` for a channels-last feature map [B, H, W, C]."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+def pytorch_grad_cam(model: nn.Module, layer: nn.Module, variant: str, x: torch.Tensor, classes: Sequence[int],
+                     reshape_transform: Callable[[torch.Tensor], torch.Tensor] = patch_grid) -> np.ndarray:
+    """pytorch-grad-cam's maps [B, K, H, W] for each class, one call per class (min-max scaled as it returns
+    them), with the ``reshape_transform`` the layer's layout needs."""
     targets = require("pytorch_grad_cam.utils.model_targets")
-    with _cam_class(variant)(model=model, target_layers=[layer], reshape_transform=patch_grid) as cam:
+    with _cam_class(variant)(model=model, target_layers=[layer], reshape_transform=reshape_transform) as cam:
         return np.stack([cam(input_tensor=x, targets=[targets.ClassifierOutputTarget(c)]) for c in classes], 1)
 
 
