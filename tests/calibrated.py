@@ -30,3 +30,17 @@ def calibrated(architecture: str, num_classes: int = 14, seed: int = 0, size: in
     with torch.no_grad():
         model(torch.randn(8, 3, size, size, dtype=dtype, generator=generator))
     return model.eval()
+
+
+def small_swin(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """Two stages of two blocks, 4x4 windows, on 36 x 36 inputs: the 9 x 9 tokens are padded to
+    whole windows, every second block shifts them (the mask matters), patch merging pads an odd side."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
+                            num_classes=14)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.to(dtype).eval()

@@ -16,7 +16,7 @@ from chexplain.explain.references import channels_last, pytorch_grad_cam
 from chexplain.runtime import preprocess, read_radiograph
 from chexplain.runtime.manifest import Preprocessing
 
-from calibrated import calibrated
+from calibrated import calibrated, small_swin
 from helpers import IMAGES
 
 TARGETS = torch.tensor([[2, 10, 0]])
@@ -31,19 +31,6 @@ def _normalised(raw: np.ndarray, size: int) -> np.ndarray:
     from pytorch_grad_cam.utils.image import scale_cam_image
 
     return scale_cam_image(scale_cam_image(raw, (size, size)))
-
-
-def _swin() -> nn.Module:
-    """torchvision's Swin, two stages of two blocks: channels last from the patch embedding on."""
-    from torchvision.models.swin_transformer import SwinTransformer
-
-    torch.manual_seed(0)
-    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
-                            num_classes=14)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model.eval()
 
 
 def _assert_equal_to_pytorch_grad_cam(model: nn.Module, layer: str, size: int, reshape_transform) -> np.ndarray:
@@ -61,7 +48,7 @@ def _assert_equal_to_pytorch_grad_cam(model: nn.Module, layer: str, size: int, r
 def test_swin_stages_are_channels_last(layer: str):
     """``features.N`` as pytorch-grad-cam's Swin tutorial names it: [B, H, W, C] (before, the CAM was
     taken over the wrong axes: maps [K, W, C])."""
-    _assert_equal_to_pytorch_grad_cam(_swin(), layer, 36, channels_last)
+    _assert_equal_to_pytorch_grad_cam(small_swin(torch.float32), layer, 36, channels_last)
 
 
 def test_convnext_blocks_between_their_permutes_are_channels_last():
@@ -82,7 +69,7 @@ def test_a_timm_nhwc_stage():
 
 def test_a_layer_without_a_feature_map_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"layer 'flatten': .*\(layout BC\).* layers with a feature map: .*norm"):
-        Explainer(_swin(), [GradCAM("flatten")])(_radiograph(36), TARGETS)
+        Explainer(small_swin(torch.float32), [GradCAM("flatten")])(_radiograph(36), TARGETS)
 
 
 def test_reshapes_keep_the_roles_they_can():

@@ -25,6 +25,7 @@ from chexplain.runtime import preprocess, read_radiograph
 from chexplain.runtime.evaluation.robustness import map_robustness, noisy_copies
 from chexplain.runtime.manifest import CHEXPERT_CLASSES, Manifest, Preprocessing
 
+from calibrated import small_swin
 from helpers import IMAGES, SIIM
 from tensorrt_operators import check_tensorrt_parsable
 
@@ -210,7 +211,7 @@ def transformer_graph(request, tmp_path_factory) -> tuple[dict, onnx.ModelProto]
     the default LRP, top 2."""
     model, size, layer, architecture = {
         "vit": lambda: (_vit(64, torch.float32), 64, LAST, "vit_b_16"),
-        "swin": lambda: (_swin(torch.float32), 36, "permute", "swin_t"),
+        "swin": lambda: (small_swin(torch.float32), 36, "permute", "swin_t"),
         "timm-vit": lambda: (_timm_vit(torch.float32), 64, TIMM_LAST, "timm/vit_tiny_patch16_224"),
     }[request.param]()
     manifest = Manifest(name=request.param, architecture=architecture, preprocessing=Preprocessing(size=(size, size)))
@@ -232,23 +233,9 @@ def test_the_exported_transformer_equals_pytorch_and_tensorrt_parses_it(transfor
 SWIN_LAYERS = ["features.1.1", "features.2", "features.3.1.norm1", "permute"]
 
 
-def _swin(dtype: torch.dtype = torch.float64) -> nn.Module:
-    """Two stages of two blocks, 4x4 windows, on 36 x 36 inputs: the 9 x 9 tokens are padded to
-    whole windows, every second block shifts them (the mask matters), patch merging pads an odd side."""
-    from torchvision.models.swin_transformer import SwinTransformer
-
-    torch.manual_seed(0)
-    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
-                            num_classes=14)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model.to(dtype).eval()
-
-
 def test_swin_gradients_through_shifted_windows_equal_autograd():
     x = torch.randn(2, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    _assert_gradients_equal_autograd(_swin(), x, SWIN_LAYERS)
+    _assert_gradients_equal_autograd(small_swin(), x, SWIN_LAYERS)
 
 
 def _detached_window_attention(input, qkv_weight, proj_weight, relative_position_bias, window_size, num_heads,
@@ -309,7 +296,7 @@ def test_swin_lrp_equals_gradient_times_input_with_attention_and_normalisation_h
     import torchvision.models.swin_transformer as swin
 
     x = torch.randn(1, 3, 36, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    _assert_lrp_equals_detached_gradient_times_input(_swin(), x, lambda: monkeypatch.setattr(
+    _assert_lrp_equals_detached_gradient_times_input(small_swin(), x, lambda: monkeypatch.setattr(
         swin, "shifted_window_attention", _detached_window_attention))
 
 
@@ -318,7 +305,7 @@ def test_swin_cams_equal_pytorch_grad_cam_with_its_reshape_transform():
     from pytorch_grad_cam.utils.image import scale_cam_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model = _swin(torch.float32)
+    model = small_swin(torch.float32)
     x = torch.from_numpy(preprocess(read_radiograph(IMAGES / "00013125_000.png").pixels,
                                     Preprocessing(size=(36, 36)))[0][None])
     with TheirGradCAM(model=model, target_layers=[model.norm],
@@ -341,7 +328,7 @@ def _without_biases(model: nn.Module) -> nn.Module:
     return model
 
 
-SMALL_TRANSFORMERS = {"vit": (lambda dtype: _vit(64, dtype), 64, LAST), "swin": (_swin, 36, "permute"),
+SMALL_TRANSFORMERS = {"vit": (lambda dtype: _vit(64, dtype), 64, LAST), "swin": (small_swin, 36, "permute"),
                       "timm-vit": (_timm_vit, 64, TIMM_LAST)}
 
 
