@@ -213,6 +213,7 @@ def test_every_other_operator_rule_equals_autograd():
 TIMM = ["timm/efficientnet_b0", "timm/mobilenetv3_small_100"]
 
 
+@pytest.mark.slow  # two timm families against autograd, Zennit and pytorch-grad-cam, at 224 x 224
 @pytest.mark.parametrize("architecture", TIMM)
 def test_timm_models_that_trace_are_explained_exactly(architecture: str, radiograph):
     """timm's BatchNormAct2d and Linear run functional batch_norm and linear: the rules see them as

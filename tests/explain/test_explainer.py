@@ -176,6 +176,7 @@ def _zennit_merge(pairs: list[tuple[str, str]]):
     return NamedPairs()
 
 
+@pytest.mark.slow  # full-size DenseNet121 and VGG16-BN in float64 against Zennit
 @pytest.mark.parametrize("composite", ["epsilon-plus", "alpha2beta1"])
 @pytest.mark.parametrize("architecture", ["densenet121", FULL_SIZE_VGG])
 def test_merged_batchnorm_equals_zennit_canonizer(composite: str, architecture: str, densenet, vgg, radiograph_batch):
@@ -215,6 +216,7 @@ def test_k_classes_in_one_call_equal_k_single_calls(densenet, radiograph_batch):
                 torch.testing.assert_close(together[key][:, k:k + 1], single[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # every composite and CAM variant on the full-size DenseNet121
 def test_no_nan_or_inf_with_default_settings(densenet, radiograph_batch):
     methods = [LRP(name, bounds=_bounds()) for name in COMPOSITES] + [GradCAM(variant=v) for v in
                                                                         ("gradcam", "gradcam++", "hirescam", "layercam", "guided-gradcam")]
