@@ -40,40 +40,86 @@ def stabilize(z: torch.Tensor, epsilon: float, nonnegative: bool = False) -> tor
     return z + ((z >= 0).to(z.dtype) * (2 * epsilon) - epsilon)
 
 
+@dataclass(frozen=True, eq=False)
+class Divisor:
+    """A multiplicand 1 / ``value``, applied as a division: x / z costs one pass over the tensor
+    where a reciprocal and a multiply cost two."""
+
+    value: torch.Tensor
+
+
+# A class-independent factor still to be multiplied in, as its multiplicands (empty: 1): kept
+# apart so that one equal to a concatenation's output can reach each part as that part's input.
+Factors = tuple[torch.Tensor | Divisor, ...]
+
+
 @dataclass
 class Factored:
     """A rule's backward as class-independent factors around one class-dependent linear core.
 
     What arrives is multiplied by ``pre``, passed through ``core`` (None: handed unchanged to
     the single input) and each input's result multiplied by its ``post``. Factors are forward
-    tensors [B, ...] or constants that broadcast against them (None: 1); they are computed
-    once per image, and a chain of them (BatchNorm -> ReLU -> Conv) multiplies into one, so
-    each class pays one multiply where the chain has many.
+    tensors [B, ...] or constants that broadcast against them (None: 1; a tuple: their
+    product); they are computed once per image, and a chain of them (BatchNorm -> ReLU ->
+    Conv) multiplies into one, so each class pays one multiply where the chain has many.
+    ``parts`` (a concatenation's output and inputs): a pending multiplicand that is the output
+    itself reaches each input as that input, unmultiplied (the core only splits).
     """
 
-    pre: torch.Tensor | None
+    pre: torch.Tensor | Divisor | Factors | None
     core: Callable[[torch.Tensor], list[torch.Tensor | None]] | None = None
     post: list[torch.Tensor | None] | None = None
+    parts: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
-    def apply(self, grad: torch.Tensor, factor: torch.Tensor | None = None
-              ) -> list[tuple[torch.Tensor, torch.Tensor | None] | None]:
+    def apply(self, grad: torch.Tensor, factor: Factors = ()) -> list[tuple[torch.Tensor, Factors] | None]:
         """What goes to each input for ``grad`` still to be multiplied by ``factor``: a class tensor
         and the factor it in turn is still to be multiplied by (the next rule may take it on)."""
-        factor = product(factor, self.pre)
+        factor = factor + factors(self.pre)
         if self.core is None:
             return [(grad, factor)]
+        passed = self.parts is not None and any(f is self.parts[0] for f in factor)
+        if passed:
+            factor = tuple(f for f in factor if f is not self.parts[0])
         results = self.core(times(grad, factor))
-        return [None if r is None else (r, post) for r, post in zip(results, self.post or [None] * len(results))]
+        posts = self.post or [None] * len(results)
+        inputs = self.parts[1] if passed else [None] * len(results)
+        return [None if r is None else (r, factors(part) + factors(post))
+                for r, post, part in zip(results, posts, inputs)]
 
 
-def product(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    """Two factors (None: 1) as one."""
-    return b if a is None else a if b is None else a * b
+def factors(factor: torch.Tensor | Divisor | Factors | None) -> Factors:
+    """A factor as its multiplicands (None: none)."""
+    if factor is None:
+        return ()
+    return factor if isinstance(factor, tuple) else (factor,)
 
 
-def times(grad: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
-    """``grad`` [B, K, ...] times a forward factor (see Factored)."""
-    return grad if factor is None else grad * with_class_axis(factor, grad.dim() - 1)
+def _product(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    result = None
+    for t in tensors:
+        result = t if result is None else result * t
+    return result
+
+
+def combine(factor: torch.Tensor | Factors | None) -> torch.Tensor | None:
+    """A factor's multiplicands as one forward tensor (None: 1): the numerators' product divided
+    by the divisors' (see Divisor)."""
+    multiplicands = factors(factor)
+    numerator = _product([m for m in multiplicands if not isinstance(m, Divisor)])
+    denominator = _product([m.value for m in multiplicands if isinstance(m, Divisor)])
+    if denominator is None:
+        return numerator
+    return 1 / denominator if numerator is None else numerator / denominator
+
+
+def times(grad: torch.Tensor, factor: torch.Tensor | Factors | None) -> torch.Tensor:
+    """``grad`` [B, K, ...] times a forward factor (see Factored): its multiplicands combined once
+    per image, then one multiply per class (a division where the factor is a divisor alone)."""
+    multiplicands = factors(factor)
+    if len(multiplicands) == 1 and isinstance(multiplicands[0], Divisor):
+        return grad / with_class_axis(multiplicands[0].value, grad.dim() - 1)
+    combined = combine(multiplicands)
+    return grad if combined is None else grad * with_class_axis(combined, grad.dim() - 1)
 
 
 class Rule(nn.Module, ABC):

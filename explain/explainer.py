@@ -22,14 +22,15 @@ from .cam import VARIANTS, cam
 from .canonizers import batchnorm_after_conv
 from .canonizers import merge_batchnorm as fold_batchnorm
 from .composites import Composite, make_composite
-from .core import DEFAULT_STABILIZER, STRUCTURAL_KINDS, Rule, times
+from .core import DEFAULT_STABILIZER, STRUCTURAL_KINDS, Factors, Rule, times
 from .gradients import gradient_rule
 from .graph import OpNode, consumers, first_layer, run_forward, trace
 from .layouts import FEATURE_MAPS, as_feature_map, follow_layouts
+from .rules import fold_batchnorm_scales
 
-# What reaches a node on the way back: a [B, K, ...] tensor and a class-independent factor it is
-# still to be multiplied by (None: 1), see core.Factored.
-Pending = tuple[torch.Tensor, torch.Tensor | None]
+# What reaches a node on the way back: a [B, K, ...] tensor and the class-independent factor it is
+# still to be multiplied by, as multiplicands (none: 1), see core.Factored.
+Pending = tuple[torch.Tensor, Factors]
 
 
 # LRP's seed: the one-hot class times 2^10 instead of times the logit, the map multiplied by
@@ -41,10 +42,14 @@ LRP_SEED_SCALE = 2.0**10
 
 
 def _sum(a: Pending, b: Pending) -> Pending:
-    """Two arrivals at one node: kept factored when they share their factor, else multiplied out."""
-    if a[1] is b[1]:
-        return a[0] + b[0], a[1]
-    return times(*a) + times(*b), None
+    """Two arrivals at one node: the multiplicands both still carry stay pending on the sum, the
+    others are multiplied into their own arrival (DenseNet: each part of a concatenation arrives
+    from every later layer with the part itself as factor)."""
+    def outside(factor: Factors, other: Factors) -> Factors:
+        return tuple(f for f in factor if not any(f is g for g in other))
+
+    common = tuple(f for f in a[1] if any(f is g for g in b[1]))
+    return times(a[0], outside(a[1], common)) + times(b[0], outside(b[1], common)), common
 
 
 @dataclass(frozen=True)
@@ -139,11 +144,12 @@ class Explainer(nn.Module):
         for method in self.methods:
             if isinstance(method, LRP):
                 composite = method.build()
-                self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(
-                    {op.name: composite.rule_for(op, self.by_name, op.name == self._first_layer,
-                                                 self._nonnegative(op.inputs))
-                     for op in self.nodes if op.kind not in STRUCTURAL_KINDS}
-                )
+                rules = {op.name: composite.rule_for(op, self.by_name, op.name == self._first_layer,
+                                                     self._nonnegative(op.inputs))
+                         for op in self.nodes if op.kind not in STRUCTURAL_KINDS}
+                if fold_factors:
+                    fold_batchnorm_scales(rules, self.nodes)
+                self.lrp_rules[_sanitise(method.name)] = nn.ModuleDict(rules)
 
     def _nonnegative(self, names: list[str]) -> bool:
         """Whether these tensors are >= 0 by construction: ReLU outputs, and pools, concatenations
@@ -216,7 +222,7 @@ class Explainer(nn.Module):
 
     def reverse(self, rules: nn.ModuleDict, env: dict, seed: torch.Tensor, capture: set[str] | None = None) -> dict[str, torch.Tensor]:
         """Walk the nodes backwards from the logits; returns what arrived at ``capture`` (or the input)."""
-        pending: dict[str, Pending] = {self._logits: (seed, None)}
+        pending: dict[str, Pending] = {self._logits: (seed, ())}
         captured: dict[str, torch.Tensor] = {}
         wanted = set(capture) if capture else {self._input}
         for op in reversed(self.nodes):
@@ -241,7 +247,7 @@ class Explainer(nn.Module):
         its core to the class tensor; any other gets the factor multiplied out first."""
         parts = rule.factored(inputs, output) if self.fold_factors else None
         if parts is None:
-            return [None if g is None else (g, None) for g in rule.backward(times(*arrived), inputs, output)]
+            return [None if g is None else (g, ()) for g in rule.backward(times(*arrived), inputs, output)]
         return parts.apply(*arrived)
 
     def class_gradients(self, image: torch.Tensor, targets: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:

@@ -229,14 +229,22 @@ class AvgPoolGradient(Rule):
         return [self.spread(grad, inputs[0], output)]
 
 
-class CatGradient(Rule):
+class CatGradient(FactoredRule):
+    """Each input gets its part. A pending factor that is the concatenation's own output splits the
+    same way into the inputs themselves: LRP's BatchNorm after a DenseNet concatenation multiplies
+    by its input, and each part then takes that factor on at its own next rule, once per image,
+    instead of once per class and reader."""
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
 
-    def backward(self, grad, inputs, output):
-        dim = self.dim % inputs[0].dim() + 1  # skip the class axis
-        return list(torch.split(grad, [t.shape[dim - 1] for t in inputs], dim=dim))
+    def factored(self, inputs, output):
+        def split(grad: torch.Tensor) -> list[torch.Tensor]:
+            dim = self.dim % inputs[0].dim() + 1  # skip the class axis
+            return list(torch.split(grad, [t.shape[dim - 1] for t in inputs], dim=dim))
+
+        return Factored(None, split, parts=(output, inputs))
 
 
 class AddGradient(Rule):

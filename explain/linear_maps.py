@@ -57,12 +57,14 @@ class ConvMap(nn.Module):
         elif self.as_conv:
             self.register_buffer("flipped", _transposed_filters(weight, self.groups).flip(2, 3).contiguous())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The map, with ``bias`` [C_out] in place of its own (a runtime adds it in the convolution)."""
+        bias = self.bias if bias is None else bias
         if not self.uniform:
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
         out = F.conv2d(x.sum(1, keepdim=True), self.one_filter, None, self.stride, self.padding, self.dilation)
         out = out.expand(-1, self.weight.shape[0], -1, -1)
-        return out if self.bias is None else out + self.bias.reshape(-1, 1, 1)
+        return out if bias is None else out + bias.reshape(-1, 1, 1)
 
     def vjp(self, g: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         """Input-gradient of ``g`` [B, K, C_out, h, w] -> [B, K, C_in, H, W]."""
@@ -94,8 +96,8 @@ class DenseMap(nn.Module):
         self.register_buffer("weight", weight.detach())
         self.register_buffer("bias", None if bias is None else bias.detach())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias if bias is None else bias)
 
     def vjp(self, g: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
         return g @ self.weight

@@ -18,9 +18,22 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .core import DEFAULT_STABILIZER, GATE_KINDS, Factored, FactoredRule, Rule, stabilize, sum_to
+from .core import (
+    DEFAULT_STABILIZER,
+    GATE_KINDS,
+    Divisor,
+    Factored,
+    FactoredRule,
+    Factors,
+    Pass,
+    Rule,
+    combine,
+    stabilize,
+    sum_to,
+    times,
+)
 from .gradients import BatchNormGradient, LayerNormGradient
-from .graph import OpNode
+from .graph import OpNode, consumers
 from .linear_maps import linear_map
 
 
@@ -196,6 +209,8 @@ class LayerRelevance(Rule):
         weight_keys = {t.weight for g in groups for t in g.terms}
         bias_keys = {t.bias for g in groups for t in g.terms if t.bias}
         self.maps = nn.ModuleDict({self._key(k): linear_map(layer, self._modified(rule, k, layer.weight)) for k in weight_keys})
+        self.backward_maps = self.maps  # the maps whose VJPs hand relevance back (see scale_inputs)
+        self.has_bias = layer.bias is not None
         bias = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
         for key in bias_keys:
             self.register_buffer(self._bias_name(key), self._modified(rule, key, bias).detach())
@@ -204,6 +219,16 @@ class LayerRelevance(Rule):
             shape = (1, -1, 1, 1) if self.spatial else (1, -1)
             self.register_buffer("low", torch.as_tensor(rule.bounds[0], dtype=torch.float32).reshape(shape))
             self.register_buffer("high", torch.as_tensor(rule.bounds[1], dtype=torch.float32).reshape(shape))
+
+    def scale_inputs(self, scale: torch.Tensor, layer: nn.Conv2d) -> None:
+        """Hand back relevance already multiplied by ``scale`` per input channel ([C, 1, 1]) of
+        ``layer`` (the layer this rule was built on): the transposed weights carry it, the
+        forward's z keeps the layer's own."""
+        weight = next(iter(self.maps.values())).weight
+        per_group = scale.reshape(layer.groups, -1)  # [groups, C_in / groups]
+        per_filter = per_group.repeat_interleave(weight.shape[0] // layer.groups, dim=0)  # [C_out, C_in / groups]
+        per_filter = per_filter.reshape(*per_filter.shape, *[1] * (weight.dim() - 2)).to(weight.dtype)
+        self.backward_maps = nn.ModuleDict({key: linear_map(layer, m.weight * per_filter) for key, m in self.maps.items()})
 
     @staticmethod
     def _modified(rule: LayerRule, key: str, param: torch.Tensor) -> torch.Tensor:
@@ -239,44 +264,78 @@ class LayerRelevance(Rule):
         bias_nonnegative = term.bias is None or _PARAMETER_SIGNS.get(term.bias, 0) * term.sign > 0
         return source * _PARAMETER_SIGNS.get(term.weight, 0) * term.sign > 0 and bias_nonnegative
 
-    def _share(self, group: Group, sources: list[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
-        """The group's class-independent factor: scale / stabilise(z), masked by ``where``."""
-        z = output if group.terms == (UNMODIFIED,) else None  # the layer's own output: no recomputation
-        for term, source in zip(group.terms, sources if z is None else []):
-            contribution = self.maps[self._key(term.weight)](source)
-            if term.bias:
-                contribution = contribution + self._bias(term.bias, contribution)
-            contribution = contribution * term.sign
-            z = contribution if z is None else z + contribution
+    def _denominator(self, group: Group, sources: list[torch.Tensor], output: torch.Tensor) -> torch.Tensor:
+        """stabilise(z) of the group. Where z >= 0 by construction the stabiliser is a constant,
+        and a single term (z+ on a ReLU's output, the flat rule) takes it, with its bias, as its
+        convolution's bias: no pass of its own."""
+        if group.terms == (UNMODIFIED,):
+            return stabilize(output, self.stabilizer)  # the layer's own output: no recomputation
         nonnegative = group.where is None and all(self._nonnegative_term(t) for t in group.terms)
-        share = group.scale / stabilize(z, self.stabilizer, nonnegative)
+        if nonnegative and len(group.terms) == 1 and group.terms[0].sign == 1:
+            (term,), (source,) = group.terms, sources
+            weight = self.maps[self._key(term.weight)].weight
+            bias = torch.full(weight.shape[:1], self.stabilizer, dtype=weight.dtype, device=weight.device)
+            if term.bias and self.has_bias:
+                bias = bias + getattr(self, self._bias_name(term.bias))
+            return self.maps[self._key(term.weight)](source, bias)
+        z = None
+        for term, source in zip(group.terms, sources):
+            contribution = self.maps[self._key(term.weight)](source)
+            if term.bias and self.has_bias:
+                contribution = contribution + self._bias(term.bias, contribution)
+            contribution = contribution if term.sign == 1 else contribution * term.sign
+            z = contribution if z is None else z + contribution
+        return stabilize(z, self.stabilizer, nonnegative)
+
+    def _share(self, group: Group, sources: list[torch.Tensor], output: torch.Tensor) -> Factors:
+        """The group's class-independent factor: scale / stabilise(z), masked by ``where``."""
+        denominator = self._denominator(group, sources, output)
+        if group.scale == 1 and group.where is None:
+            return (Divisor(denominator),)
+        share = group.scale / denominator
         if group.where == "positive":
             share = share * (output > 0).to(share.dtype)
         elif group.where == "negative":
             share = share * (output < 0).to(share.dtype)
-        return share
+        return (share,)
 
     def factored(self, inputs, output):
-        """One group of one term (epsilon, z+ and alpha1-beta0 on a ReLU's output, flat, w-square):
-        the share, one VJP per class, the source."""
-        if len(self.groups) != 1 or len(self.groups[0].terms) != 1:
+        """One group: the share, then per class one VJP per term. One term (epsilon, z+ on a
+        ReLU's output, flat, w-square) hands its source on as a factor for the next rule to take;
+        several (z+ on signed inputs, z-box) multiply each VJP by its source, and only the share
+        joins the chain of factors."""
+        if len(self.groups) != 1:
             return None
-        x = inputs[0]
-        group, (term,) = self.groups[0], self.groups[0].terms
-        source = self._source(term.source, x)
-        vjp = self.maps[self._key(term.weight)].vjp
-        share = self._share(group, [source], output)
-        return Factored(share if term.sign == 1 else share * term.sign, lambda grad: [vjp(grad, x.shape)],
-                        [None if term.source == "ones" else source])
+        x, group = inputs[0], self.groups[0]
+        sources = [self._source(t.source, x) for t in group.terms]
+        share = self._share(group, sources, output)
+        if len(group.terms) == 1:
+            (term,), (source,) = group.terms, sources
+            vjp = self.backward_maps[self._key(term.weight)].vjp
+            return Factored(share if term.sign == 1 else combine(share) * term.sign, lambda grad: [vjp(grad, x.shape)],
+                            [None if term.source == "ones" else source])
+        if group.scale != 1 or group.where is not None:
+            return None
+
+        def terms(grad: torch.Tensor) -> list[torch.Tensor]:
+            relevance = None
+            for term, source in zip(group.terms, sources):
+                part = self.backward_maps[self._key(term.weight)].vjp(grad, x.shape)
+                part = part if term.source == "ones" else times(part, source)
+                part = part if term.sign == 1 else part * term.sign
+                relevance = part if relevance is None else relevance + part
+            return [relevance]
+
+        return Factored(share, terms)
 
     def backward(self, grad, inputs, output):
         x = inputs[0]
         relevance = None
         for group in self.groups:
             sources = [self._source(t.source, x) for t in group.terms]
-            share = grad * self._share(group, sources, output).unsqueeze(1)
+            share = times(grad, self._share(group, sources, output))
             for term, source in zip(group.terms, sources):
-                part = source.unsqueeze(1) * self.maps[self._key(term.weight)].vjp(share, x.shape) * term.sign
+                part = source.unsqueeze(1) * self.backward_maps[self._key(term.weight)].vjp(share, x.shape) * term.sign
                 relevance = part if relevance is None else relevance + part
         return [relevance]
 
@@ -291,7 +350,7 @@ class NormPool(FactoredRule):
         self.stabilizer = stabilizer
 
     def factored(self, inputs, output):
-        return Factored(1 / stabilize(output, self.stabilizer), lambda grad: self.spread.backward(grad, inputs, output),
+        return Factored(Divisor(stabilize(output, self.stabilizer)), lambda grad: self.spread.backward(grad, inputs, output),
                         [inputs[0]])
 
 
@@ -314,7 +373,7 @@ class NormSum(Rule):
         constant = self.constant or [False] * len(inputs)
         if any(not fixed and x.shape != output.shape for x, fixed in zip(inputs, constant)):
             return None
-        return Factored(1 / stabilize(output, self.stabilizer), lambda grad: [None if fixed else grad for fixed in constant],
+        return Factored(Divisor(stabilize(output, self.stabilizer)), lambda grad: [None if fixed else grad for fixed in constant],
                         [None if fixed else x for x, fixed in zip(inputs, constant)])
 
 
@@ -386,7 +445,12 @@ class BatchNormEpsilon(FactoredRule):
     be tiny either: it is the width over which R_x falls to 0 as y crosses zero.
 
     ``s x / stabilise(y)`` depends on the image only: it is computed once, and each class's
-    relevance is multiplied by it, one multiply per class instead of a division and two.
+    relevance is multiplied by it, one multiply per class instead of a division and two. Its
+    multiplicands stay apart: x after a concatenation (DenseNet) reaches each part as that
+    part (see gradients.CatGradient) and is multiplied in at the part's width; the division
+    joins the next layer's source, relu(y) / (relu(y) + epsilon) in one pass; and with
+    ``scale_taken`` the layers after its ReLU carry s in their transposed weights
+    (fold_batchnorm_scales).
     ``rectified`` (the BatchNorm feeds a ReLU whose layers all hand back relevance in
     proportion to their input) divides by relu(y) + epsilon instead: where y <= 0 the
     relevance arriving is exactly zero, elsewhere the two denominators are equal.
@@ -397,10 +461,33 @@ class BatchNormEpsilon(FactoredRule):
         self.gradient = BatchNormGradient(norm)
         self.stabilizer = stabilizer
         self.rectified = rectified
+        self.scale_taken = False
 
     def factored(self, inputs, output):
         if self.rectified:
             denominator = torch.relu(output) + self.stabilizer  # the forward's own ReLU: runtimes compute it once
         else:
             denominator = stabilize(output, self.stabilizer)
-        return Factored(inputs[0] * self.gradient.scale / denominator)
+        scale = () if self.scale_taken else (self.gradient.scale,)
+        return Factored((*scale, Divisor(denominator), inputs[0]))
+
+
+
+def fold_batchnorm_scales(rules: dict[str, Rule], nodes: list[OpNode]) -> None:
+    """Move each epsilon-ruled BatchNorm's per-channel scale s into the transposed weights of the
+    layers after its ReLU (norm -> relu -> conv, as in DenseNet and ResNet): s multiplies the
+    relevance those layers hand back channel by channel, so their filters can carry it and the
+    BatchNorm's per-image factor is one pass shorter."""
+    for op in nodes:
+        rule = rules.get(op.name)
+        if not isinstance(rule, BatchNormEpsilon):
+            continue
+        after = consumers(nodes, op.name)
+        if len(after) != 1 or after[0].kind != "relu" or not isinstance(rules.get(after[0].name), Pass):
+            continue
+        readers = consumers(nodes, after[0].name)
+        if not readers or not all(r.kind == "conv" and isinstance(rules.get(r.name), LayerRelevance) for r in readers):
+            continue
+        for reader in readers:
+            rules[reader.name].scale_inputs(rule.gradient.scale, reader.module)
+        rule.scale_taken = True

@@ -43,6 +43,10 @@ class OnnxRuntimeBackend(Backend):
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # LRP's relevance can fall into FP32's subnormal range deep inside a network; CPUs compute
+        # on subnormals up to a hundred times slower (one of EfficientNet-B0's 1x1 transposed
+        # convolutions: 24 ms instead of 0.3). Flushed to zero, they change no map.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         if threads:
             options.intra_op_num_threads = threads
         wanted = providers or onnxruntime_providers()

@@ -25,3 +25,10 @@ def test_onnxruntime_backend_runs_until_closed(classifier_onnx: Path):
 def test_only_the_tensorrt_backend_times_the_gpu():
     assert TensorRTBackend.gpu_timing and not OnnxRuntimeBackend.gpu_timing
     assert issubclass(TensorRTBackend, Backend)
+
+
+def test_onnxruntime_flushes_subnormals_to_zero(classifier_onnx: Path):
+    """Relevance deep in a network can be subnormal; computing on it would be slow, not different."""
+    with OnnxRuntimeBackend(classifier_onnx) as backend:
+        options = backend.session.get_session_options()
+        assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
