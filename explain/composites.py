@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..grammar import BATCHNORM_RULE_SUFFIX, DEFAULT_EPSILON
 from .attention import AttentionRelevance, DotProductAttention, WindowAttention, check_attention
 from .core import ACTIVATIONS, DEFAULT_STABILIZER, Pass, Rule
-from .gradients import gradient_rule, layer_norm_rule
+from .gradients import gradient_rule, layer_norm_rule, softmax_dim
 from .graph import OpNode, consumers, first_layer
 from .rules import (
     AlphaBeta,
@@ -32,9 +32,11 @@ from .rules import (
     GatedProduct,
     LayerNormEpsilon,
     LayerRule,
+    MatmulRelevance,
     NormPool,
     NormSum,
     SmoothFlat,
+    SoftmaxRelevance,
     ZBox,
     ZPlus,
 )
@@ -75,6 +77,10 @@ class Composite:
             return NormSum(self.stabilizer, [nodes[name].kind == "constant" for name in op.inputs])
         if op.kind == "mul":
             return GatedProduct.of(op, nodes)
+        if op.kind == "matmul":
+            return MatmulRelevance.of(op, nodes, self.stabilizer)
+        if op.kind == "softmax":
+            return SoftmaxRelevance(softmax_dim(op))
         if op.kind == "layernorm":
             return LayerNormEpsilon(layer_norm_rule(op), self.stabilizer)
         if op.kind == "attention":

@@ -21,8 +21,9 @@ from torch import nn
 STRUCTURAL_KINDS = ("input", "output", "shape", "constant", "split")
 # Elementwise activations other than ReLU, with an exact derivative (explain/gradients.py).
 ACTIVATIONS = ("relu6", "silu", "gelu", "hardswish", "hardsigmoid", "sigmoid", "tanh")
-# Activations that gate a product (SE blocks): LRP sends the product's relevance past them.
-GATE_KINDS = ("sigmoid", "hardsigmoid")
+# Activations that gate a product (SE blocks; attention's weights A in A @ v): LRP sends the
+# product's relevance past them.
+GATE_KINDS = ("sigmoid", "hardsigmoid", "softmax")
 
 DEFAULT_STABILIZER = 1e-6
 

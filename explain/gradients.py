@@ -119,6 +119,54 @@ class MulGradient(Rule):
                                               (inputs[1], inputs[0], self.constant[1]))]
 
 
+class MatmulGradient(Rule):
+    """a @ b of two tensors (batched, broadcast over leading axes): grad @ b^T to a, a^T @ grad to b,
+    each summed over the axes it was broadcast along; constants get nothing."""
+
+    def __init__(self, constant: list[bool]) -> None:
+        super().__init__()
+        self.constant = constant
+
+    def backward(self, grad, inputs, output):
+        if any(x.dim() != output.dim() or x.dim() < 2 for x in inputs):
+            raise UnsupportedOperator(f"matmul of shapes {[tuple(x.shape) for x in inputs]}: only batched matrix "
+                                      "products of equal rank (attention's) are supported")
+        a, b = (with_class_axis(x, output.dim()) for x in inputs)
+        return [None if self.constant[0] else sum_to(grad @ b.transpose(-2, -1), inputs[0].shape),
+                None if self.constant[1] else sum_to(a.transpose(-2, -1) @ grad, inputs[1].shape)]
+
+
+class SoftmaxGradient(Rule):
+    """s = softmax(x) along ``dim``: s * (g - sum(g s))."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    @property
+    def class_dim(self) -> int:
+        """The axis in tensors with a class axis after the batch."""
+        return self.dim if self.dim < 0 else self.dim + 1
+
+    def backward(self, grad, inputs, output):
+        s = output.unsqueeze(1)
+        return [s * (grad - (grad * s).sum(self.class_dim, keepdim=True))]
+
+
+def softmax_dim(op: OpNode) -> int:
+    """softmax's axis (``x.softmax(-1)``, ``F.softmax(x, dim=-1)``); one left implicit is refused."""
+    dim = op.argument(1, "dim")
+    if not isinstance(dim, int):
+        raise UnsupportedOperator(f"softmax at node {op.name!r} without an explicit dim")
+    return dim
+
+
+def _matmul_rule(op: OpNode, nodes: dict[str, OpNode]) -> MatmulGradient:
+    if len(op.inputs) != 2:
+        raise UnsupportedOperator(f"matmul at node {op.name!r}: expected two tensor operands")
+    return MatmulGradient(_constant_flags(op, nodes))
+
+
 def _scatter_windows(windows: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                      size: tuple[int, int], padding: tuple[int, int], onehot: torch.Tensor) -> torch.Tensor:
     """Sum per-window-offset values [N, k*k, ho, wo] back onto the input grid [N, H, W].
@@ -492,6 +540,8 @@ GRADIENT_RULES: dict[str, Callable[[OpNode, dict[str, OpNode]], Rule]] = {
     "cat": lambda op, nodes: CatGradient(_cat_dim(op)),
     "add": lambda op, nodes: AddGradient(_constant_flags(op, nodes)),
     "mul": _mul_rule,
+    "matmul": _matmul_rule,
+    "softmax": lambda op, nodes: SoftmaxGradient(softmax_dim(op)),
     "reshape": lambda op, nodes: ReshapeGradient(),
     "permute": lambda op, nodes: PermuteGradient(permute_dims(op)),
     "transpose": lambda op, nodes: TransposeGradient(int(op.argument(1, "dim0")), int(op.argument(2, "dim1"))),

@@ -88,13 +88,17 @@ FUNCTION_KINDS: dict[Any, str] = {
     F.scaled_dot_product_attention: "dot_product_attention",  # timm's fused attention (explain/attention.py)
     F.batch_norm: "batchnorm",  # timm's BatchNormAct2d (eval): made a BatchNorm2d for the rules, see trace()
     F.linear: "linear",  # timm's Linear: made an nn.Linear for the rules
+    operator.matmul: "matmul",  # a product of two activations: timm's unfused attention (q @ k^T, A @ v)
+    torch.matmul: "matmul",
+    F.softmax: "softmax",
+    torch.softmax: "softmax",
 }
 METHOD_KINDS = {
     "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape", "unsqueeze": "reshape",
     "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "permute": "permute",
     "transpose": "transpose", "contiguous": "identity", "mean": "mean", "chunk": "split", "split": "split",
     "unbind": "split",
-    "mul": "mul", "add": "add",
+    "mul": "mul", "add": "add", "matmul": "matmul", "softmax": "softmax",
 }
 SHAPE_METHODS = {"size", "dim"}  # produce ints, never relevance
 # In-place functions run out of place, so every stored output stays as computed.
@@ -114,7 +118,8 @@ SUPPORTED = ("Conv2d (grouped, depthwise), Linear, BatchNorm2d, LayerNorm, ReLU,
              "Hardsigmoid, Sigmoid, Tanh, MaxPool2d, AvgPool2d, adaptive average and max pooling, mean, cat, add, "
              "mul, flatten/reshape/view/squeeze, permute, transpose, chunk/split/unbind and getitem, Dropout, "
              "StochasticDepth, Identity, MultiheadAttention (batch first, no masks), scaled_dot_product_attention "
-             "(no masks), Swin's shifted-window attention and patch merging")
+             "(no masks), matmul of two tensors and softmax (unfused attention), Swin's shifted-window attention and patch "
+             "merging")
 
 
 @dataclass
@@ -169,6 +174,21 @@ def _torchvision_function(target: Any, name: str) -> bool:
 
 # torchvision's traced-whole functions with rules of their own (Swin: explain/attention.py, gradients.py)
 TORCHVISION_FUNCTION_KINDS = {"shifted_window_attention": "window_attention", "_patch_merging_pad": "patch_merge"}
+
+
+def _timm_function(target: Any, name: str) -> bool:
+    """One of the functions timm keeps whole in traces (torch.fx.wrap)."""
+    return _function_name(target) == name and getattr(target, "__module__", "").startswith("timm")
+
+
+def _no_attention_mask(node: torch.fx.Node, by_name: dict[str, OpNode]) -> bool:
+    """Whether timm's unfused attention builds no mask here (``resolve_self_attn_mask(N, attn,
+    attn_mask=None, is_causal=False)``: it returns None, and ``maybe_add_mask`` its scores)."""
+    given = {**dict(zip(("seq_len", "attn", "attn_mask", "is_causal"), node.args)), **node.kwargs}
+    mask = given.get("attn_mask")
+    if isinstance(mask, torch.fx.Node):
+        mask = by_name[mask.name].value if by_name[mask.name].kind == "constant" else mask
+    return mask is None and given.get("is_causal", False) is False
 
 
 def _argument_nodes(node: torch.fx.Node) -> list[torch.fx.Node]:
@@ -288,6 +308,12 @@ def trace(model: nn.Module) -> tuple[torch.fx.GraphModule, list[OpNode]]:
             kind = "shape"
         elif node.op == "call_function" and node.target is getattr:
             kind = "shape"  # x.shape and the like
+        elif node.op == "call_function" and _timm_function(node.target, "resolve_self_attn_mask"):
+            if not _no_attention_mask(node, {op.name: op for op in nodes}):
+                raise UnsupportedOperator(f"attention at node {node.name!r} with a mask or causal: not supported")
+            kind = "shape"  # None: no mask
+        elif node.op == "call_function" and _timm_function(node.target, "maybe_add_mask"):
+            kind, inputs = "identity", tensors[:1]  # the scores, the mask being None
         elif node.op == "call_function" and node.target is operator.getitem and kinds[node.args[0].name] == "split":
             kind, inputs = "part", [split_sources[node.args[0].name]]
         elif node.op == "call_function" and node.target is operator.getitem and kinds[node.args[0].name] == "attention":

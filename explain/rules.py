@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .attention import value_relevance
 from .core import (
     DEFAULT_STABILIZER,
     GATE_KINDS,
@@ -32,7 +33,7 @@ from .core import (
     sum_to,
     times,
 )
-from .gradients import BatchNormGradient, LayerNormGradient
+from .gradients import BatchNormGradient, LayerNormGradient, SoftmaxGradient
 from .graph import OpNode, consumers
 from .linear_maps import linear_map
 
@@ -404,6 +405,57 @@ class GatedProduct(Rule):
 
     def backward(self, grad, inputs, output):
         return [None if share == 0 else sum_to(grad * share, x.shape) for x, share in zip(inputs, self.shares)]
+
+
+class MatmulRelevance(Rule):
+    """``a @ b`` of two activations.
+
+    An operand that is a gate (attention's weights A = softmax(...) in A @ v) is held constant,
+    and the other receives all of the relevance by the epsilon rule of the linear map it goes
+    through: the same relevance as the fused attention's (explain/attention.py), so timm's
+    unfused attention explains as its fused one does. Two activations neither of which is a
+    gate share it equally (AttnLRP's uniform rule, Achtibat et al., ICML 2024): each gets half of
+    its epsilon-rule relevance with the other held constant, together conservative. A constant
+    operand is a weight.
+    """
+
+    def __init__(self, shares: list[float], stabilizer: float = DEFAULT_STABILIZER) -> None:
+        super().__init__()
+        self.shares = shares
+        self.stabilizer = stabilizer
+
+    @classmethod
+    def of(cls, op: OpNode, nodes: dict[str, OpNode], stabilizer: float = DEFAULT_STABILIZER) -> MatmulRelevance:
+        def gate(name: str) -> bool:
+            while nodes[name].kind == "identity":  # attention's dropout
+                name = nodes[name].inputs[0]
+            return nodes[name].kind in GATE_KINDS
+
+        derived = [nodes[name].kind != "constant" for name in op.inputs]
+        signals = [d and not gate(name) for name, d in zip(op.inputs, derived)]
+        if sum(signals) == 1:
+            return cls([1.0 if s else 0.0 for s in signals], stabilizer)
+        return cls([1.0 / sum(derived) if d else 0.0 for d in derived], stabilizer)
+
+    def backward(self, grad, inputs, output):
+        a, b = (x.unsqueeze(1) for x in inputs)
+        mixed = output.unsqueeze(1)
+        to_a = None if self.shares[0] == 0 else self.shares[0] * value_relevance(
+            grad.transpose(-2, -1), a.transpose(-2, -1), b.transpose(-2, -1), mixed.transpose(-2, -1),
+            self.stabilizer).transpose(-2, -1)
+        to_b = None if self.shares[1] == 0 else self.shares[1] * value_relevance(grad, b, a, mixed, self.stabilizer)
+        return [to_a, to_b]
+
+
+class SoftmaxRelevance(SoftmaxGradient):
+    """Softmax's rule of AttnLRP (Achtibat et al., ICML 2024): R_x = x (R - s sum(R)) along its
+    axis, the deep Taylor decomposition of s = softmax(x) at x with the bias it implies
+    absorbing the rest. Relevance reaches a softmax only where it is not a gate (see
+    MatmulRelevance, GatedProduct)."""
+
+    def backward(self, grad, inputs, output):
+        s = output.unsqueeze(1)
+        return [inputs[0].unsqueeze(1) * (grad - s * grad.sum(self.class_dim, keepdim=True))]
 
 
 class LayerNormEpsilon(Rule):

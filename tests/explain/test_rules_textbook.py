@@ -6,6 +6,7 @@ checked in the quick lane (`make test-fast`)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from chexplain.explain import LRP, Explainer
 from chexplain.explain.composites import BATCHNORM_EPSILON, Composite
-from chexplain.explain.rules import AlphaBeta, Epsilon, Flat, WSquare, ZPlus
+from chexplain.explain.rules import AlphaBeta, Epsilon, Flat, MatmulRelevance, SoftmaxRelevance, WSquare, ZPlus
 
 STABILIZER = 1e-6
 SHAPE = (2, 6, 6)  # channels, height, width of the input
@@ -184,3 +185,35 @@ def test_the_textbook_reference_can_tell_rules_apart():
         for b in RULES:
             if a < b:
                 assert not torch.allclose(maps[a], maps[b], rtol=1e-3, atol=1e-6), (a, b)
+
+
+def test_products_of_two_activations_share_relevance_as_attnlrp_writes_it():
+    """``a @ b``: two activations split each output's relevance evenly (AttnLRP's uniform rule), a
+    softmax operand is a gate held constant (all to the other), written out element by element."""
+    torch.manual_seed(3)
+    a, b = torch.randn(1, 2, 3, 4, dtype=torch.float64), torch.randn(1, 2, 4, 5, dtype=torch.float64)
+    z = a @ b
+    relevance = torch.randn(1, 1, 2, 3, 5, dtype=torch.float64)
+    share = relevance[0, 0] / stabilised(z[0], STABILIZER)
+    to_a, to_b = torch.zeros_like(a[0]), torch.zeros_like(b[0])
+    for h, i, k, j in itertools.product(range(2), range(3), range(4), range(5)):
+        to_a[h, i, k] += a[0, h, i, k] * b[0, h, k, j] * share[h, i, j]  # z_ikj / z_ij R_ij
+        to_b[h, k, j] += a[0, h, i, k] * b[0, h, k, j] * share[h, i, j]
+    uniform = MatmulRelevance([0.5, 0.5], STABILIZER).backward(relevance, [a, b], z)
+    torch.testing.assert_close(uniform[0][0, 0], to_a / 2)
+    torch.testing.assert_close(uniform[1][0, 0], to_b / 2)
+    assert torch.isclose(uniform[0].sum() + uniform[1].sum(), (relevance[0, 0] * z[0] / stabilised(z[0], STABILIZER)).sum())
+    gated = MatmulRelevance([0.0, 1.0], STABILIZER).backward(relevance, [a, b], z)
+    assert gated[0] is None
+    torch.testing.assert_close(gated[1][0, 0], to_b)
+
+
+def test_softmax_relevance_is_x_times_relevance_less_its_share_of_the_sum():
+    torch.manual_seed(4)
+    x = torch.randn(1, 3, 6, dtype=torch.float64)
+    s = torch.softmax(x, -1)
+    relevance = torch.randn(1, 2, 3, 6, dtype=torch.float64)
+    (ours,) = SoftmaxRelevance(-1).backward(relevance, [x], s)
+    for k, row, i in itertools.product(range(2), range(3), range(6)):
+        expected = x[0, row, i] * (relevance[0, k, row, i] - s[0, row, i] * relevance[0, k, row].sum())
+        assert torch.isclose(ours[0, k, row, i], expected)

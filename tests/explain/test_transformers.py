@@ -7,6 +7,7 @@ holds relevance; robustness to noise far below one 8-bit step; the graph exporte
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -88,6 +89,36 @@ def test_gradients_through_attention_equal_autograd():
 def test_timm_vit_gradients_through_fused_attention_equal_autograd():
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     _assert_gradients_equal_autograd(_timm_vit(), x, [TIMM_LAST, "blocks.0", "blocks.1.attn"])
+
+
+def _unfused(model: nn.Module) -> nn.Module:
+    """The same timm model on its unfused attention path (q @ k^T, softmax, @ v), as timm takes it
+    when fused attention is switched off."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    return model
+
+
+def test_timm_vit_gradients_through_unfused_attention_equal_autograd():
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _assert_gradients_equal_autograd(_unfused(_timm_vit()), x, [TIMM_LAST, "blocks.0", "blocks.1.attn"])
+
+
+def test_timm_vit_explains_its_unfused_attention_as_its_fused_one():
+    """A held constant in A @ v (softmax's output gates the product) gives the fused path's LRP;
+    Grad-CAM follows the exact gradients of both."""
+    model = _timm_vit()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([[2, 10, 0], [1, 3, 5]])
+    methods = [LRP("epsilon-plus-flat-bn"), GradCAM(TIMM_LAST)]
+    with torch.no_grad():
+        fused = Explainer(model, methods).double()(x, targets)
+        unfused = Explainer(_unfused(model), methods).double()(x, targets)
+    for key in ("lrp", "gradcam"):
+        assert fused[key].abs().max() > 0
+        torch.testing.assert_close(unfused[key], fused[key], rtol=1e-9, atol=1e-12 * fused[key].abs().max())
 
 
 def _reshape_transform(tensor: torch.Tensor, side: int = 14) -> torch.Tensor:
@@ -205,14 +236,15 @@ def test_timm_vit_lrp_equals_gradient_times_input_with_attention_and_normalisati
         nn.functional, "scaled_dot_product_attention", _detached_dot_product_attention))
 
 
-@pytest.fixture(scope="module", params=["vit", "swin", "timm-vit"])
+@pytest.fixture(scope="module", params=["vit", "swin", "timm-vit", "timm-vit-unfused"])
 def transformer_graph(request, tmp_path_factory) -> tuple[dict, onnx.ModelProto]:
-    """The small ViT (64 x 64), Swin (36 x 36) or timm ViT (64 x 64) exported with Grad-CAM and
-    the default LRP, top 2."""
+    """The small ViT (64 x 64), Swin (36 x 36) or timm ViT (64 x 64; fused or unfused attention)
+    exported with Grad-CAM and the default LRP, top 2."""
     model, size, layer, architecture = {
         "vit": lambda: (_vit(64, torch.float32), 64, LAST, "vit_b_16"),
         "swin": lambda: (small_swin(torch.float32), 36, "permute", "swin_t"),
         "timm-vit": lambda: (_timm_vit(torch.float32), 64, TIMM_LAST, "timm/vit_tiny_patch16_224"),
+        "timm-vit-unfused": lambda: (_unfused(_timm_vit(torch.float32)), 64, TIMM_LAST, "timm/vit_tiny_patch16_224"),
     }[request.param]()
     manifest = Manifest(name=request.param, architecture=architecture, preprocessing=Preprocessing(size=(size, size)))
     module = ExplainedGraph(Explainer(model, [GradCAM(layer), LRP("epsilon-plus-flat-bn")]),
